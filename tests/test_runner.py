@@ -1,0 +1,126 @@
+import json
+import os
+
+import pytest
+
+from aios_lib.journal import Journal, read_journal
+from aios_lib.runner import CommandFailed, DestructiveRefused, Runner
+
+
+def test_runs_and_journals(runner, tmp_path):
+    r = runner.probe(["sh", "-c", "echo hello; echo warn >&2; exit 0"])
+    assert r.rc == 0 and r.stdout == "hello\n" and r.stderr == "warn\n"
+    assert r.duration >= 0
+    entries = read_journal(tmp_path / "commands.jsonl")
+    assert len(entries) == 1
+    e = entries[0]
+    assert e["argv"] == ["sh", "-c", "echo hello; echo warn >&2; exit 0"]
+    assert e["rc"] == 0 and e["stdout"] == "hello\n" and e["phase"] == "test" and e["planned"] is False
+    assert e["time"] and e["kind"] == "probe"
+
+
+def test_lc_all_is_c_and_env_and_cwd(runner, tmp_path):
+    r = runner.probe(["sh", "-c", 'echo "$LC_ALL $FOO $(pwd)"'], env={"FOO": "bar"}, cwd=tmp_path)
+    assert r.stdout.strip() == f"C bar {tmp_path}"
+
+
+def test_unset_env(runner, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")
+    r = runner.probe(["sh", "-c", 'echo "x${SOURCE_DATE_EPOCH}x"'], unset_env=["SOURCE_DATE_EPOCH"])
+    assert r.stdout.strip() == "xx"
+
+
+def test_stdin(runner):
+    assert runner.probe(["cat"], input="abc").stdout == "abc"
+
+
+def test_failure_names_command_code_and_stderr(runner):
+    with pytest.raises(CommandFailed) as exc:
+        runner.change(["sh", "-c", "echo boom-detail >&2; exit 3"])
+    msg = str(exc.value)
+    assert "exited 3" in msg and "sh -c" in msg and "boom-detail" in msg
+
+
+def test_missing_program_is_rc_127(runner):
+    r = runner.probe(["/nonexistent/tool"], check=False)
+    assert r.rc == 127
+
+
+def test_timeout(runner):
+    r = runner.probe(["sleep", "30"], timeout=1.5, check=False)
+    assert r.timed_out and r.rc == 124 and r.duration < 10
+
+
+def test_plan_mode_runs_probes_not_changes(tmp_path):
+    marker = tmp_path / "made"
+    rn = Runner(journal=Journal(tmp_path / "j.jsonl"), plan=True)
+    probe = rn.probe(["echo", "facts"])
+    change = rn.change(["touch", str(marker)])
+    work = rn.work(["touch", str(marker)])
+    w = rn.write_file(tmp_path / "conf", "x=1\n")
+    assert probe.stdout == "facts\n" and not probe.planned
+    assert change.planned and work.planned and w.planned and change.rc is None
+    assert not marker.exists() and not (tmp_path / "conf").exists()
+    entries = read_journal(tmp_path / "j.jsonl")
+    assert [e["planned"] for e in entries] == [False, True, True, True]
+
+
+def test_destructive_refused_without_confirmation(tmp_path):
+    target = tmp_path / "disk.img"
+    target.write_bytes(b"\0" * 4096)
+    rn = Runner(journal=Journal(tmp_path / "j.jsonl"))
+    with pytest.raises(DestructiveRefused) as exc:
+        rn.destructive(["sh", "-c", f"echo x > {target}"], device=str(target))
+    assert "target.confirm" in str(exc.value)
+    assert target.read_bytes() == b"\0" * 4096
+    assert read_journal(tmp_path / "j.jsonl") == []  # nothing ran, nothing recorded as run
+
+
+def test_destructive_refused_with_other_device_confirmed(tmp_path):
+    rn = Runner(journal=Journal(None), confirmed_devices=frozenset({"/dev/sdz"}))
+    with pytest.raises(DestructiveRefused):
+        rn.destructive(["true"], device="/dev/sdy")
+
+
+def test_destructive_runs_when_confirmed(tmp_path):
+    target = tmp_path / "disk.img"
+    rn = Runner(journal=Journal(None), confirmed_devices=frozenset({str(target)}))
+    rn.destructive(["sh", "-c", f"echo x > {target}"], device=str(target))
+    assert target.read_text() == "x\n"
+
+
+def test_write_file_is_atomic_and_journaled(runner, tmp_path):
+    p = tmp_path / "etc" / "x.conf"
+    runner.write_file(p, "a=1\n", mode=0o600)
+    assert p.read_text() == "a=1\n" and oct(p.stat().st_mode & 0o777) == "0o600"
+    assert not list(p.parent.glob(".*aios-tmp"))
+    assert read_journal(tmp_path / "commands.jsonl")[-1]["argv"][0] == "write"
+
+
+def test_progress_shown_for_long_commands(tmp_path):
+    seen = []
+
+    class Sink:
+        def __init__(self, title):
+            pass
+
+        def update(self, elapsed, fraction, last):
+            seen.append((fraction, last))
+
+        def done(self, elapsed, rc):
+            seen.append(("done", rc))
+
+    rn = Runner(journal=Journal(None), sink_factory=Sink, progress_after=0.5)
+    from aios_lib.progress import build_progress
+
+    rn.work(["sh", "-c", "echo '[1/4] a'; sleep 1.3; echo '[2/4] b'; sleep 1.3"], progress=build_progress)
+    assert ("done", 0) in seen
+    assert any(f == 0.5 and last == "[2/4] b" for f, last in seen if f != "done")
+
+
+def test_build_progress_parser():
+    from aios_lib.progress import build_progress
+
+    assert build_progress("[ 45%] Building CXX object") == 0.45
+    assert build_progress("[12/48] Building C object") == 0.25
+    assert build_progress("random") is None
