@@ -66,9 +66,10 @@ def confirmations(params: Params) -> frozenset[str]:
     return frozenset(keys)
 
 
-def open_run(params_file: str | os.PathLike = "parameters/default.yaml", run_dir: str | os.PathLike | None = None,
-             plan: bool = False, phase: str = "") -> Run:
-    params = load_params(params_file)
+def open_run(params_file: "str | os.PathLike | Params" = "parameters/default.yaml",
+             run_dir: str | os.PathLike | None = None, plan: bool = False, phase: str = "") -> Run:
+    """Open a run. ``params_file`` may also be a Params object (tests build them in code)."""
+    params = params_file if isinstance(params_file, Params) else load_params(params_file)
     if run_dir:
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)

@@ -27,3 +27,18 @@ def runner(tmp_path):
 @pytest.fixture
 def fixtures():
     return FIXTURES
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """A real run (not plan mode) with default parameters plus overrides, recording into tmp_path."""
+    from aios_lib.context import open_run
+    from aios_lib.params import parse_params
+
+    def make(overrides: dict | None = None, plan: bool = False, phase: str = "test"):
+        data = {"schema_version": 1}
+        for k, v in (overrides or {}).items():
+            data[k] = v
+        return open_run(parse_params(data, "<test>"), run_dir=tmp_path / "run", plan=plan, phase=phase)
+
+    return make
