@@ -7,13 +7,14 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _outputs_in_tmp(tmp_path_factory):
-    """Tests write their records to a temporary outputs/ so the versioned one stays clean."""
-    out = tmp_path_factory.mktemp("outputs")
-    os.environ["AIOS_OUTPUTS"] = str(out)
-    os.environ["AIOS_ROOT"] = str(ROOT)
-    yield out
+def pytest_configure(config):
+    """Tests (and the notebook kernels nbval starts) write their records to a temporary
+    outputs/ so the versioned one stays clean."""
+    import tempfile
+
+    if "AIOS_OUTPUTS" not in os.environ:
+        os.environ["AIOS_OUTPUTS"] = tempfile.mkdtemp(prefix="aios-test-outputs-")
+    os.environ.setdefault("AIOS_ROOT", str(ROOT))
 
 
 @pytest.fixture

@@ -1,0 +1,87 @@
+"""aios run / aios plan: papermill execution into one run folder."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from aios_lib.execute import existing_phases, run_phases
+from aios_lib.journal import read_journal
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _aios(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "aios_lib.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=1800)
+
+
+def test_plan_every_notebook_runs_nothing_that_changes(tmp_path):
+    """`aios plan` executes every notebook that exists, top to bottom, and the journal holds only
+    planned entries for changing commands: probes ran, nothing else did."""
+    phases = existing_phases()
+    assert "01" in phases
+    r = _aios("plan", *phases, "--params", "parameters/default.yaml", "--quiet",
+              env={"AIOS_OUTPUTS": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    run_dirs = list(tmp_path.glob("*/*-plan"))
+    assert len(run_dirs) == 1
+    d = run_dirs[0]
+    meta = json.loads((d / "run.json").read_text())
+    assert meta["plan"] is True and meta["ok"] is True
+    assert [p["phase"] for p in meta["phases"]] == phases
+    for p in phases:
+        nb = next(d.glob(f"{p}_*.ipynb"))
+        assert nb.with_suffix(".html").exists()
+    entries = read_journal(d / "commands.jsonl")
+    assert entries, "the survey's probes are journaled"
+    ran = [e for e in entries if not e["planned"]]
+    assert all(e["kind"] == "probe" for e in ran), [e["cmdline"] for e in ran if e["kind"] != "probe"]
+    assert "command(s) would change the system" in r.stdout
+    assert (tmp_path / "index.html").exists()
+
+
+def _fake_root(tmp_path, cells):
+    root = tmp_path / "proj"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copytree(ROOT / "parameters", root / "parameters")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "synapse", "display_name": "Synapse", "language": "python"}
+    p = nbformat.v4.new_code_cell('params_file = ""\nrun_dir = None\nplan = True')
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [p] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, root / "notebooks" / "01_research_prep.ipynb")
+    nbformat.write(nb, root / "notebooks" / "04_ai_runtime.ipynb")
+    return root
+
+
+def test_stops_at_first_failure_and_keeps_partial_notebook(tmp_path, monkeypatch):
+    root = _fake_root(tmp_path, ["x = 1", "raise RuntimeError('phase broke here')", "y = 2"])
+    monkeypatch.setenv("AIOS_ROOT", str(root))
+    monkeypatch.setenv("AIOS_OUTPUTS", str(tmp_path / "out"))
+    outcome = run_phases(root / "parameters" / "default.yaml", ["01", "04"], plan=True, log_output=False)
+    assert not outcome.ok
+    assert [p.status for p in outcome.phases] == ["failed"]  # 04 never started
+    err = outcome.phases[0].error
+    assert "RuntimeError" in err and "phase broke here" in err and "cell [" in err
+    partial = outcome.run_dir / "01_research_prep.ipynb"
+    assert partial.exists() and partial.with_suffix(".html").exists()
+    meta = json.loads((outcome.run_dir / "run.json").read_text())
+    assert meta["ok"] is False and meta["phases"][0]["status"] == "failed"
+
+
+def test_cli_reports_failure_with_exit_1(tmp_path):
+    root = _fake_root(tmp_path, ["raise ValueError('nope')"])
+    r = _aios("plan", "01", "--params", str(root / "parameters" / "default.yaml"), "--quiet",
+              env={"AIOS_ROOT": str(root), "AIOS_OUTPUTS": str(tmp_path / "out")})
+    assert r.returncode == 1
+    assert "failed" in r.stdout and "ValueError" in r.stdout
+
+
+def test_unknown_phase_is_exit_2():
+    r = _aios("plan", "09")
+    assert r.returncode == 2 and "unknown phase" in r.stderr
