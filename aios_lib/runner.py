@@ -165,6 +165,45 @@ class Runner:
             raise CommandFailed(result)
         return result
 
+    # ---- background processes ----------------------------------------------------------
+    def spawn(self, argv: Sequence[str], *, kind: str = WORK, cwd: str | os.PathLike | None = None,
+              env: Mapping[str, str] | None = None, unset_env: Iterable[str] = (),
+              note: str | None = None) -> "Background":
+        """Start a long-running process (a server) in the background and return its handle.
+
+        The journal gets one entry when it stops (argv, exit code, output, how long it ran).
+        In plan mode nothing starts: the entry is journaled as planned now and the handle's
+        ``stop()`` does nothing. A handle is a context manager; leaving it stops the process
+        (SIGTERM to its process group, SIGKILL after a timeout). Processes still running when
+        Python exits are stopped too.
+        """
+        if kind not in (CHANGE, WORK):
+            raise ValueError(f"spawn kind must be change or work, not {kind!r}")
+        argv = [str(a) for a in argv]
+        if not argv:
+            raise ValueError("empty argv")
+        started = time.time()
+        if self.plan:
+            result = CommandResult(argv, kind, None, "", "", started, 0.0, planned=True,
+                                   cwd=str(cwd) if cwd else None, note=note or "background")
+            self._record(result)
+            self._say(f"[plan] {result.cmdline} &")
+            return Background(self, argv, kind, None, started, cwd, note, planned_result=result)
+        full_env = dict(os.environ)
+        for k in unset_env:
+            full_env.pop(k, None)
+        full_env.update(env or {})
+        full_env["LC_ALL"] = "C"
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except FileNotFoundError as e:
+            result = CommandResult(argv, kind, 127, "", str(e), started, time.time() - started,
+                                   cwd=str(cwd) if cwd else None, note=note or "background")
+            self._record(result)
+            raise CommandFailed(result) from None
+        return Background(self, argv, kind, proc, started, cwd, note)
+
     # ---- files ----------------------------------------------------------------------
     def write_file(self, path: str | os.PathLike, content: str | bytes, mode: int | None = None,
                    note: str | None = None) -> CommandResult:
@@ -284,6 +323,108 @@ class Runner:
 
     def planned(self) -> list[CommandResult]:
         return [r for r in self.history if r.planned]
+
+
+_LIVE: "set[Background]" = set()
+
+
+class Background:
+    """A process started by :meth:`Runner.spawn`: ``pid``, ``alive()``, ``output()``, ``stop()``."""
+
+    def __init__(self, runner: Runner, argv: list[str], kind: str, proc: subprocess.Popen | None,
+                 started: float, cwd, note: str | None, planned_result: CommandResult | None = None):
+        self.runner, self.argv, self.kind, self.proc, self.started = runner, argv, kind, proc, started
+        self.cwd, self.note = (str(cwd) if cwd else None), note
+        self.result: CommandResult | None = planned_result
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._threads: list[threading.Thread] = []
+        if proc is not None:
+            for stream, chunks in ((proc.stdout, self._out), (proc.stderr, self._err)):
+                t = threading.Thread(target=self._pump, args=(stream, chunks), daemon=True)
+                t.start()
+                self._threads.append(t)
+            _LIVE.add(self)
+
+    @staticmethod
+    def _pump(stream, chunks: list[str]) -> None:
+        for raw in iter(stream.readline, b""):
+            chunks.append(raw.decode("utf-8", "replace"))
+        stream.close()
+
+    @property
+    def planned(self) -> bool:
+        return self.proc is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def cmdline(self) -> str:
+        return shlex.join(self.argv)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        """stdout and stderr so far (stderr last)."""
+        return "".join(self._out) + "".join(self._err)
+
+    def stop(self, timeout: float = 10.0) -> CommandResult:
+        """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL; journal the result."""
+        if self.result is not None:
+            return self.result
+        import signal
+
+        proc = self.proc
+        killed = False
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                killed = True
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+        _LIVE.discard(self)
+        rc = proc.returncode
+        self.result = CommandResult(self.argv, self.kind, rc, "".join(self._out), "".join(self._err),
+                                    self.started, time.time() - self.started, timed_out=killed,
+                                    cwd=self.cwd, note=(self.note or "background") + (" (killed)" if killed else ""))
+        self.runner._record(self.result)
+        return self.result
+
+    def __enter__(self) -> "Background":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "planned" if self.planned else ("running" if self.alive() else f"exited {self.proc.returncode}")
+        return f"<Background pid={self.pid} {state}: {self.cmdline}>"
+
+
+def _stop_live() -> None:
+    for b in list(_LIVE):
+        try:
+            b.stop(timeout=3)
+        except Exception:
+            pass
+
+
+import atexit  # noqa: E402
+
+atexit.register(_stop_live)
 
 
 def _device_keys(device: str) -> set[str]:
