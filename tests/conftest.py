@@ -43,3 +43,29 @@ def make_run(tmp_path):
         return open_run(parse_params(data, "<test>"), run_dir=tmp_path / "run", plan=plan, phase=phase)
 
     return make
+
+
+# ---- Phase 4 (llama.cpp + model), shared by the benchmark, panel and service tests ----------
+def _phase4_run(tmp_path_factory, name):
+    from aios_lib.context import open_run
+    from aios_lib.params import parse_params
+
+    return open_run(parse_params({"schema_version": 1}, "<test>"), run_dir=tmp_path_factory.mktemp(name),
+                    plan=False, phase="04")
+
+
+@pytest.fixture(scope="session")
+def llama_build(tmp_path_factory):
+    """The real native llama.cpp build (llama-bench, llama-server, llama-quantize) for the default
+    parameters: built once (10+ minutes on 2 cores), then taken from ~/.cache/synapse. A LlamaBuild."""
+    from aios_lib import llama
+
+    return llama.build(_phase4_run(tmp_path_factory, "llama-build"))
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF (sha256-verified, cached). A ModelInfo."""
+    from aios_lib import model
+
+    return model.provision(_phase4_run(tmp_path_factory, "smollm2"))

@@ -1,0 +1,338 @@
+"""Phase 4: llama.cpp source and build.
+
+Two pinned source providers:
+
+* ``pypi-sdist`` (default): the llama.cpp tree vendored in the ``llama-cpp-python`` sdist under
+  ``vendor/llama.cpp``. Only PyPI needs to be reachable; the sdist's sha256 is pinned.
+* ``git``: a clone of ``url`` checked out at a pinned ``ref`` (tag or commit).
+
+The build uses CMake + Ninja in Release with ``GGML_NATIVE=ON`` (``-march=native``) by default.
+``SOURCE_DATE_EPOCH`` is removed from the environment: ggml's CMake turns GGML_NATIVE off when it
+is set (reproducible-build convention), silently giving a generic binary.
+
+``build/bin/llama-*`` are small launchers next to ``lib*.so``; the whole ``bin`` folder is cached
+under ``cache_dir("llama", key)`` with ``key`` a hash of the source identity, the CMake options,
+the compiler version and the targets, so a rerun skips the build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .paths import cache_dir
+from .progress import build_progress
+
+#: Options every build gets. Names checked against the vendored tree's CMakeLists.txt
+#: (llama.cpp 0c1e570): LLAMA_CURL is accepted but ignored (HTTP is vendored cpp-httplib).
+BASE_OPTIONS = {
+    "LLAMA_CURL": "OFF",
+    "LLAMA_OPENSSL": "OFF",
+    "LLAMA_BUILD_TESTS": "OFF",
+    "LLAMA_BUILD_EXAMPLES": "OFF",
+    "LLAMA_BUILD_TOOLS": "ON",
+    "LLAMA_BUILD_SERVER": "ON",
+    # ON by default: downloads the server's web UI during the build (fails offline)
+    "LLAMA_USE_PREBUILT_UI": "OFF",
+    "LLAMA_BUILD_UI": "OFF",
+}
+
+#: A generic x86-64 build: no -march=native, every optional x86 ISA extension off (baseline SSE2).
+GENERIC_OPTIONS = {
+    "GGML_NATIVE": "OFF",
+    "GGML_SSE42": "OFF",
+    "GGML_AVX": "OFF",
+    "GGML_AVX_VNNI": "OFF",
+    "GGML_AVX2": "OFF",
+    "GGML_BMI2": "OFF",
+    "GGML_AVX512": "OFF",
+    "GGML_AVX512_VBMI": "OFF",
+    "GGML_AVX512_VNNI": "OFF",
+    "GGML_AVX512_BF16": "OFF",
+    "GGML_FMA": "OFF",
+    "GGML_F16C": "OFF",
+    "GGML_AMX_TILE": "OFF",
+    "GGML_AMX_INT8": "OFF",
+    "GGML_AMX_BF16": "OFF",
+}
+
+DEFAULT_TARGETS = ["llama-bench", "llama-server", "llama-quantize"]
+
+
+@dataclass
+class LlamaBuild:
+    """A llama.cpp build (or, in plan mode, the build that would be made)."""
+
+    bin_dir: Path
+    label: str
+    source: dict
+    cmake_options: dict
+    compiler: str
+    features: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    cached: bool = False
+    key: str = ""
+    planned: bool = False
+    targets: list[str] = field(default_factory=list)
+    version: str = ""  # what `llama-bench --version` prints (first line)
+    native_in_effect: bool | None = None  # GGML_NATIVE as CMakeCache.txt has it
+    march: str | None = None  # the -march the compile lines use (native builds)
+
+    def binary(self, name: str) -> Path:
+        return self.bin_dir / name
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["bin_dir"] = str(self.bin_dir)
+        return d
+
+    def _repr_markdown_(self) -> str:
+        if self.planned:
+            head = f"**planned, not built**: llama.cpp `{self.label}` build (key `{self.key}`)"
+        else:
+            how = "from cache" if self.cached else f"built in {self.seconds:.0f} s"
+            head = f"llama.cpp `{self.label}` build, {how}: `{self.bin_dir}`"
+        opts = " ".join(f"-D{k}={v}" for k, v in self.cmake_options.items())
+        rows = [head, "", f"- source: {self.source}", f"- compiler: {self.compiler}",
+                f"- cmake: `{opts}`", f"- targets: {', '.join(self.targets)}"]
+        if self.version:
+            rows.append(f"- version: {self.version}")
+        if self.features:
+            rows.append(f"- CPU features the binary reports: {', '.join(self.features)}")
+        if self.native_in_effect is not None:
+            rows.append(f"- GGML_NATIVE in effect (CMakeCache): {self.native_in_effect}")
+        return "\n".join(rows)
+
+
+# ---- source ---------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def source_identity(src_params) -> dict:
+    """What pins the source (goes into the cache key and the record)."""
+    if src_params.provider == "pypi-sdist":
+        return {"provider": "pypi-sdist", "package": "llama-cpp-python", "version": src_params.version,
+                "sha256": src_params.sha256}
+    return {"provider": "git", "url": src_params.url, "ref": src_params.ref}
+
+
+def _source_key(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_dir(run) -> Path:
+    """Where the llama.cpp tree is (or will be) for this run's source parameters."""
+    ident = source_identity(run.params.runtime.llama.source)
+    return cache_dir("llama-src", _source_key(ident)) / "llama.cpp"
+
+
+def fetch_source(run) -> Path:
+    """The llama.cpp source tree (cached); in plan mode the commands are listed, not run."""
+    sp = run.params.runtime.llama.source
+    r = run.runner
+    dest = source_dir(run)
+    marker = dest.parent / "complete.json"
+    if marker.exists() and (dest / "CMakeLists.txt").exists():
+        return dest
+    if sp.provider == "pypi-sdist":
+        dl = cache_dir("downloads", f"llama-cpp-python-{sp.version}")
+        res = r.work([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                      "--disable-pip-version-check",
+                      f"llama-cpp-python=={sp.version}", "-d", str(dl)],
+                     note="llama.cpp source: the llama-cpp-python sdist vendors it", timeout=1800)
+        if res.planned:
+            r.work(["tar", "-xzf", str(dl / f"llama_cpp_python-{sp.version}.tar.gz"), "-C", str(dest),
+                    "--strip-components=3", "--wildcards", "*/vendor/llama.cpp/*"], note="extract vendor/llama.cpp")
+            return dest
+        files = sorted(dl.glob("llama_cpp_python-*.tar.gz")) + sorted(dl.glob("llama-cpp-python-*.tar.gz"))
+        if not files:
+            raise RuntimeError(f"pip download left no llama-cpp-python sdist in {dl}")
+        sdist = files[-1]
+        got = _sha256(sdist)
+        if sp.sha256 and got != sp.sha256:
+            raise RuntimeError(f"{sdist}: sha256 {got} is not the pinned {sp.sha256}; delete the file and retry, "
+                               "or set runtime.llama.source.sha256 if you changed the version on purpose")
+        r.work(["rm", "-rf", str(dest)], note="clear a half-extracted tree")
+        dest.mkdir(parents=True, exist_ok=True)
+        r.work(["tar", "-xzf", str(sdist), "-C", str(dest), "--strip-components=3", "--wildcards",
+                "*/vendor/llama.cpp/*"], note="extract vendor/llama.cpp")
+        info = {**source_identity(sp), "file": sdist.name, "sha256_verified": got}
+    else:
+        res = r.work(["git", "clone", "--filter=blob:none", "--no-checkout", sp.url, str(dest)],
+                     note="llama.cpp source from git", timeout=3600)
+        r.work(["git", "-C", str(dest), "checkout", "--detach", str(sp.ref)])
+        if res.planned:
+            return dest
+        head = r.probe(["git", "-C", str(dest), "rev-parse", "HEAD"]).stdout.strip()
+        info = {**source_identity(sp), "commit": head}
+    if not (dest / "CMakeLists.txt").exists():
+        raise RuntimeError(f"{dest}: no CMakeLists.txt after fetching the source; delete {dest.parent} and retry")
+    info.update(tree_version(dest))
+    marker.write_text(json.dumps(info, indent=2))
+    return dest
+
+
+def tree_version(src: Path) -> dict:
+    """llama.cpp commit/version as far as the tree tells (pure reading of files)."""
+    out: dict = {}
+    for name in ("ggml/CMakeLists.txt",):
+        p = src / name
+        if p.exists():
+            t = p.read_text(errors="replace")
+            parts = [re.search(rf"set\(GGML_VERSION_{k}\s+(\d+)\)", t) for k in ("MAJOR", "MINOR", "PATCH")]
+            if all(parts):
+                out["ggml_version"] = ".".join(m.group(1) for m in parts)  # type: ignore[union-attr]
+    return out
+
+
+def source_info(run) -> dict:
+    """The recorded source identity (with verification results once fetched)."""
+    dest = source_dir(run)
+    marker = dest.parent / "complete.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    return source_identity(run.params.runtime.llama.source)
+
+
+# ---- build ----------------------------------------------------------------------------------
+def compiler_version(run) -> str:
+    res = run.runner.probe(["c++", "--version"], check=False, quiet=True)
+    line = (res.stdout or "").splitlines()[:1]
+    return line[0].strip() if line else "unknown"
+
+
+def cmake_options_for(run, *, native: bool | None = None, extra: dict | None = None) -> dict:
+    lp = run.params.runtime.llama
+    native = lp.native if native is None else native
+    opts = {"CMAKE_BUILD_TYPE": lp.build_type, "GGML_NATIVE": "ON" if native else "OFF", **BASE_OPTIONS}
+    if not native and not lp.cmake_options and extra is None:
+        opts.update(GENERIC_OPTIONS)
+    opts.update({k: str(v) for k, v in lp.cmake_options.items()})
+    opts.update({k: str(v) for k, v in (extra or {}).items()})
+    return opts
+
+
+def build_key(source: dict, options: dict, compiler: str, targets: list[str]) -> str:
+    blob = json.dumps({"source": {k: source.get(k) for k in ("provider", "version", "sha256", "url", "ref")},
+                       "options": options, "compiler": compiler, "targets": sorted(targets)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _jobs(run) -> int:
+    j = run.params.runtime.llama.jobs
+    return os.cpu_count() or 2 if j == "auto" else int(j)
+
+
+_FEATURE = re.compile(r"\b([A-Z][A-Z0-9_]+)\s*=\s*1\b")
+
+
+def parse_features(text: str) -> list[str]:
+    """CPU features from a llama.cpp ``system_info`` line (``CPU : SSE3 = 1 | AVX2 = 1 | ...``)."""
+    feats: list[str] = []
+    for line in text.splitlines():
+        if "system_info" in line or "CPU :" in line:
+            for m in _FEATURE.finditer(line):
+                if m.group(1) not in feats:
+                    feats.append(m.group(1))
+    return feats
+
+
+def parse_cmake_cache(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _march(build_dir: Path) -> str | None:
+    """The -march flag of ggml-cpu's compile lines (compile_commands / ninja rules)."""
+    for name in ("compile_commands.json", "build.ninja"):
+        p = build_dir / name
+        if p.exists():
+            m = re.search(r"(-march=\S+)", p.read_text(errors="replace"))
+            if m:
+                return m.group(1).strip('",')
+    return None
+
+
+def build(run, *, label: str = "native", native: bool | None = None, cmake_options: dict | None = None,
+          targets: list[str] | None = None) -> LlamaBuild:
+    """Build llama.cpp (or reuse the cached build with the same key)."""
+    lp = run.params.runtime.llama
+    r = run.runner
+    targets = list(targets or lp.targets)
+    if native is None:
+        native = lp.native if label == "native" else label != "generic" and lp.native
+    options = cmake_options_for(run, native=native, extra=cmake_options)
+    compiler = compiler_version(run)
+    src = fetch_source(run)
+    source = source_info(run)
+    key = build_key(source, options, compiler, targets)
+    dest = cache_dir("llama", f"{label}-{key}")
+    bin_dir = dest / "bin"
+    meta = dest / "build.json"
+    if meta.exists() and all((bin_dir / t).exists() for t in targets):
+        data = json.loads(meta.read_text())
+        data.update(bin_dir=bin_dir, cached=True, seconds=None, planned=False)
+        return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
+
+    bdir = cache_dir("llama-build", f"{label}-{key}")
+    env_unset = ["SOURCE_DATE_EPOCH"]
+    t0 = time.time()
+    conf = r.work(["cmake", "-S", str(src), "-B", str(bdir), "-G", "Ninja",
+                   "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *[f"-D{k}={v}" for k, v in options.items()]],
+                  unset_env=env_unset, note=f"configure llama.cpp ({label})")
+    b = r.work(["cmake", "--build", str(bdir), "--config", lp.build_type, "-j", str(_jobs(run)),
+                "--target", *targets], unset_env=env_unset, progress=build_progress,
+               note=f"build {', '.join(targets)} ({label})", timeout=7200)
+    result = LlamaBuild(bin_dir=bin_dir, label=label, source=source, cmake_options=options, compiler=compiler,
+                        key=key, targets=targets, planned=conf.planned or b.planned)
+    if result.planned:
+        r.work(["cp", "-a", f"{bdir}/bin/.", str(bin_dir)], note="cache the whole bin folder (launchers + .so)")
+        return result
+    seconds = time.time() - t0
+    cache = parse_cmake_cache((bdir / "CMakeCache.txt").read_text(errors="replace"))
+    result.native_in_effect = cache.get("GGML_NATIVE", "").upper() in ("ON", "1", "TRUE")
+    if native and not result.native_in_effect:
+        raise RuntimeError(f"{bdir}/CMakeCache.txt has GGML_NATIVE={cache.get('GGML_NATIVE')!r} although it was "
+                           "asked for: is SOURCE_DATE_EPOCH set by the build environment?")
+    result.march = _march(bdir)
+    r.work(["rm", "-rf", str(bin_dir)])
+    r.work(["cp", "-a", f"{bdir}/bin", str(bin_dir)], note="cache the whole bin folder (launchers + .so)")
+    result.seconds = round(seconds, 1)
+    result.version, result.features = binary_report(run, bin_dir, targets)
+    meta.write_text(json.dumps({k: v for k, v in result.to_dict().items()
+                                if k not in ("bin_dir", "cached", "planned")}, indent=2))
+    return result
+
+
+def binary_report(run, bin_dir: Path, targets: list[str]) -> tuple[str, list[str]]:
+    """(version line, CPU features) as the built binaries report them.
+
+    ``--version`` gives the version; the features come from the ``system_info`` line a program
+    prints once the backend is up (llama-server prints it before it opens the model, so a
+    nonexistent model path is enough and nothing is loaded).
+    """
+    r = run.runner
+    exe = bin_dir / ("llama-bench" if "llama-bench" in targets else targets[0])
+    v = r.probe([str(exe), "--version"], check=False, quiet=True)
+    text = (v.stdout or "") + (v.stderr or "")
+    version = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("version")), text.strip()[:200])
+    feats = parse_features(text)
+    if not feats and (bin_dir / "llama-server").exists():
+        s = r.probe([str(bin_dir / "llama-server"), "-m", "/nonexistent-model.gguf", "--port", "0"],
+                    check=False, quiet=True, timeout=60)
+        feats = parse_features((s.stdout or "") + (s.stderr or ""))
+    return version, feats

