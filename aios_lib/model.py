@@ -283,3 +283,74 @@ def quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None =
 def quantize_fallbacks(log: str) -> int:
     """How many tensors llama-quantize could not give the K-type (width not a multiple of 256)."""
     return sum(1 for ln in log.splitlines() if "fallback" in ln.lower())
+
+
+# ---- synthetic model ---------------------------------------------------------------------------
+def synthetic_model(run, build=None, **overrides) -> ModelInfo:
+    """A SYNTHETIC llama GGUF (random weights, K-quant-friendly widths) per ``runtime.synthetic``.
+
+    Written by ``python -m aios_lib.synthetic`` through the runner (journaled; planned in plan
+    mode) and cached under ``cache_dir("models", "synthetic")``. ``overrides`` replace parameters
+    (tests use a tiny model). ``build`` is unused here; quantize with :func:`quantize`.
+    """
+    from . import synthetic as syn
+
+    sp = run.params.runtime.synthetic.model_copy(update=overrides)
+    spec = {k: getattr(sp, k) for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_ff", "n_vocab", "seed", "dtype")}
+    try:
+        import gguf
+
+        gver = getattr(gguf, "__version__", None) or _dist_version("gguf")
+    except Exception:
+        gver = None
+    key = hashlib.sha256(json.dumps({**spec, "format": syn.FORMAT_VERSION, "gguf": gver},
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    d = cache_dir("models", "synthetic")
+    path = d / f"synthetic-llama-{sp.n_embd}x{sp.n_layer}-{key}.{sp.dtype.upper()}.gguf"
+    name = f"SYNTHETIC llama {sp.n_embd}x{sp.n_layer} {sp.dtype.upper()} (random weights)"
+    side = path.with_name(path.name + ".sha256")
+    source = {"kind": "synthetic", "spec": spec, "key": key, "generator": "aios_lib.synthetic",
+              "format": syn.FORMAT_VERSION}
+    if path.exists() and side.exists():
+        info = inspect_gguf(path, name=name, sha256=side.read_text().strip(), synthetic=True)
+        info.source = {**source, "cached": True}
+        return info
+    tmp = path.with_name(path.name + ".part")
+    argv = [sys.executable, "-m", "aios_lib.synthetic", "--out", str(tmp)]
+    for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_ff", "n_vocab", "seed"):
+        argv += [f"--{k.replace('_', '-')}", str(spec[k])]
+    argv += ["--dtype", sp.dtype]
+    from .paths import PACKAGE_DIR
+
+    res = run.runner.work(argv, cwd=str(PACKAGE_DIR.parent), note="SYNTHETIC model: random weights", timeout=3600)
+    if res.planned:
+        return ModelInfo(path=path, sha256=None, name=name, synthetic=True, planned=True, source=source)
+    tmp.replace(path)
+    sha = sha256_file(path)
+    side.write_text(sha + "\n")
+    info = inspect_gguf(path, name=name, sha256=sha, synthetic=True)
+    info.source = {**source, "cached": False, "seconds": round(res.duration, 1)}
+    return info
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import version
+
+    try:
+        return version(name)
+    except Exception:
+        return None
+
+
+def load_check(run, build, model: ModelInfo, *, threads: int = 1) -> dict:
+    """Prove llama-bench loads ``model``: a tiny ``-p 16 -n 4 -r 1`` run (Phase 5 measures for real)."""
+    argv = [str(build.binary("llama-bench")), "-m", str(model.path), "-p", "16", "-n", "4", "-r", "1",
+            "-t", str(threads), "-o", "json"]
+    res = run.runner.work(argv, note="load check (not a measurement)", timeout=1800)
+    if res.planned:
+        return {"planned": True, "command": res.cmdline}
+    rows = json.loads(res.stdout)
+    return {"planned": False, "seconds": round(res.duration, 1), "model_type": rows[0].get("model_type"),
+            "model_size": rows[0].get("model_size"), "model_n_params": rows[0].get("model_n_params"),
+            "build_commit": rows[0].get("build_commit"),
+            "t/s": {("pp" if r["n_prompt"] else "tg"): round(r["avg_ts"], 2) for r in rows}}

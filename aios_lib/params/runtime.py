@@ -72,8 +72,19 @@ class SyntheticModel(Section):
     n_head: int = Field(32, ge=1)
     n_head_kv: int = Field(8, ge=1)
     n_ff: int = Field(8192, ge=256, multiple_of=256)
-    n_vocab: int = Field(32000, ge=256)
+    #: >= 3 special + 256 byte tokens (the minimal SentencePiece-style vocab the loader accepts)
+    n_vocab: int = Field(32000, ge=512)
     seed: int = 0
+    #: precision of the unquantized file (f16: ~2.2 GB at the default size; f32 doubles it)
+    dtype: Literal["f16", "f32"] = "f16"
+    #: the types llama-quantize makes from it (the blueprint's pair)
+    quantizations: list[str] = ["Q4_K_M", "Q5_K_M"]
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.n_embd % self.n_head or self.n_head % self.n_head_kv:
+            raise ValueError("synthetic: n_embd must be a multiple of n_head, and n_head of n_head_kv")
+        return self
 
 
 class Bench(Section):

@@ -1,0 +1,110 @@
+"""Phase 4 llama.cpp: sources, the real native and generic builds (cached), plan mode."""
+import json
+import time
+
+import pytest
+
+from aios_lib import llama
+
+
+def test_build_key_changes_with_inputs():
+    src = {"provider": "pypi-sdist", "version": "0.3.36", "sha256": "x"}
+    opts = {"GGML_NATIVE": "ON"}
+    k = llama.build_key(src, opts, "gcc 12", ["llama-bench"])
+    assert k == llama.build_key(src, dict(opts), "gcc 12", ["llama-bench"])
+    assert k != llama.build_key(src, {"GGML_NATIVE": "OFF"}, "gcc 12", ["llama-bench"])
+    assert k != llama.build_key(src, opts, "gcc 13", ["llama-bench"])
+    assert k != llama.build_key({**src, "version": "0.3.37"}, opts, "gcc 12", ["llama-bench"])
+    assert k != llama.build_key(src, opts, "gcc 12", ["llama-bench", "llama-server"])
+
+
+def test_parse_features_and_cmake_cache():
+    line = ("system_info: n_threads = 2 (n_threads_batch = 2) / 2 | CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | "
+            "AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | LLAMAFILE = 0 | OPENMP = 1 | REPACK = 1 |")
+    feats = llama.parse_features(line)
+    assert feats[:2] == ["SSE3", "SSSE3"] and "AVX2" in feats and "OPENMP" in feats and "LLAMAFILE" not in feats
+    cache = llama.parse_cmake_cache("// comment\nGGML_NATIVE:BOOL=ON\nCMAKE_BUILD_TYPE:STRING=Release\n")
+    assert cache == {"GGML_NATIVE": "ON", "CMAKE_BUILD_TYPE": "Release"}
+
+
+def test_options_native_generic_and_explicit(make_run):
+    run = make_run()
+    native = llama.cmake_options_for(run)
+    assert native["GGML_NATIVE"] == "ON" and native["LLAMA_USE_PREBUILT_UI"] == "OFF"
+    assert native["LLAMA_BUILD_TESTS"] == "OFF" and native["CMAKE_BUILD_TYPE"] == "Release"
+    generic = llama.cmake_options_for(run, native=False)
+    assert generic["GGML_NATIVE"] == "OFF" and generic["GGML_AVX2"] == "OFF" and generic["GGML_FMA"] == "OFF"
+    run2 = make_run({"runtime": {"llama": {"native": False,
+                                           "cmake_options": {"GGML_AVX2": "ON", "GGML_FMA": "ON"}}}})
+    explicit = llama.cmake_options_for(run2)
+    assert explicit["GGML_NATIVE"] == "OFF" and explicit["GGML_AVX2"] == "ON"
+    assert "GGML_AVX512" not in explicit  # explicit ISA choice: no blanket generic list
+
+
+def test_plan_mode_builds_nothing(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    run = make_run(plan=True)
+    b = llama.build(run)
+    assert b.planned and not b.cached and b.seconds is None
+    work = [r for r in run.runner.history if r.kind != "probe"]
+    assert work and all(r.planned and r.rc is None for r in work)
+    lines = [r.cmdline for r in work]
+    assert any("pip download" in ln and "llama-cpp-python==0.3.36" in ln for ln in lines)
+    cfg = next(ln for ln in lines if ln.startswith("cmake -S"))
+    assert "-G Ninja" in cfg and "-DGGML_NATIVE=ON" in cfg and "-DLLAMA_USE_PREBUILT_UI=OFF" in cfg
+    bld = next(r for r in work if r.argv[:2] == ["cmake", "--build"])
+    assert bld.argv[-3:] == ["llama-bench", "llama-server", "llama-quantize"]
+    assert not list((tmp_path / "cache").rglob("llama-bench"))
+
+
+def test_git_provider_is_pinned_and_planned(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    run = make_run({"runtime": {"llama": {"source": {"provider": "git", "ref": "b6500"}}}}, plan=True)
+    b = llama.build(run, label="generic", native=False, targets=["llama-bench"])
+    assert b.planned and b.source == {"provider": "git", "url": "https://github.com/ggml-org/llama.cpp", "ref": "b6500"}
+    lines = [r.cmdline for r in run.runner.history if r.planned]
+    assert lines[0].startswith("git clone") and "checkout --detach b6500" in lines[1]
+
+
+@pytest.mark.slow
+def test_native_build_is_real(llama_build):
+    b = llama_build
+    for t in ("llama-bench", "llama-server", "llama-quantize"):
+        assert b.binary(t).exists()
+    assert list(b.bin_dir.glob("libggml*.so*")) and list(b.bin_dir.glob("libllama*.so*"))
+    assert b.native_in_effect is True and b.cmake_options["GGML_NATIVE"] == "ON"
+    assert b.march == "-march=native"
+    assert "AVX2" in b.features and "FMA" in b.features  # what the binary itself reports
+    assert b.version.startswith("version:")
+    assert b.source["sha256_verified"] == b.source["sha256"]
+    assert "12." in b.compiler or "gcc" in b.compiler.lower() or "c++" in b.compiler
+    assert b.cached or b.seconds > 30
+
+
+@pytest.mark.slow
+def test_bench_binary_reports_version(llama_build, runner):
+    res = runner.probe([str(llama_build.binary("llama-bench")), "--version"], check=False)
+    text = res.stdout + res.stderr
+    assert res.rc == 0 and "version:" in text and "built with" in text
+
+
+@pytest.mark.slow
+def test_second_build_comes_from_cache(llama_build, make_run):
+    run = make_run()
+    t0 = time.time()
+    again = llama.build(run)
+    assert again.cached and again.seconds is None and again.key == llama_build.key
+    assert time.time() - t0 < 20
+    assert not [r for r in run.runner.history if r.kind == "work"]  # no cmake, no pip
+    assert again.features == llama_build.features
+
+
+@pytest.mark.slow
+def test_generic_build_has_no_avx2(make_run, llama_build):
+    run = make_run()
+    g = llama.build(run, label="generic", native=False, targets=["llama-bench"])
+    assert g.binary("llama-bench").exists() and g.key != llama_build.key
+    assert g.native_in_effect is False if g.native_in_effect is not None else True
+    assert "AVX2" not in g.features and "FMA" not in g.features and "AVX512" not in g.features
+    meta = json.loads((g.bin_dir.parent / "build.json").read_text())
+    assert meta["cmake_options"]["GGML_AVX2"] == "OFF"
