@@ -5,8 +5,8 @@ Tests feed it captured real output from tests/fixtures/, so parsing is checked o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, MutableMapping
 
 from ..runner import Runner
 
@@ -19,12 +19,35 @@ class Fact:
     parse: Callable[[Mapping[str, str]], Any]
     #: commands whose failure is normal on some machines (no dmidecode, no /sys/firmware/efi ...)
     optional: frozenset[str] = frozenset()
+    #: name -> argv to try when the command of that name fails (an older tool lacks an option)
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def gather_outputs(runner: Runner, fact: Fact,
+                   cache: MutableMapping[tuple[str, ...], str] | None = None) -> dict[str, str]:
+    """Run the fact's commands through the runner (journaled); name -> stdout ("" on failure).
+
+    ``cache`` (argv -> stdout) lets several facts share one run of the same command.
+    """
+    outputs: dict[str, str] = {}
+    for key, argv in fact.commands.items():
+        argv = tuple(argv)
+        if cache is not None and argv in cache:
+            outputs[key] = cache[argv]
+            continue
+        fallback = fact.fallbacks.get(key)
+        lenient = key in fact.optional or fallback is not None
+        r = runner.probe(list(argv), check=not lenient, quiet=True)
+        out = r.stdout if r.rc == 0 else ""
+        if r.rc != 0 and fallback is not None:
+            r = runner.probe(list(fallback), check=key not in fact.optional, quiet=True)
+            out = r.stdout if r.rc == 0 else ""
+        outputs[key] = out
+        if cache is not None:
+            cache[argv] = out
+    return outputs
 
 
 def gather(runner: Runner, fact: Fact) -> Any:
     """Run the fact's commands through the runner (journaled) and parse their output."""
-    outputs: dict[str, str] = {}
-    for key, argv in fact.commands.items():
-        r = runner.probe(list(argv), check=key not in fact.optional, quiet=True)
-        outputs[key] = r.stdout if r.rc == 0 else ""
-    return fact.parse(outputs)
+    return fact.parse(gather_outputs(runner, fact))
