@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -264,14 +265,14 @@ def quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None =
             return info
         except ModelError:
             out.unlink()
-    if model.planned or getattr(build, "planned", False):
-        run.runner.work([str(build.binary("llama-quantize")), "--allow-requantize", str(model.path), str(out), qtype,
-                         str(threads or 2)], note=f"quantize to {qtype}")
+    threads = threads or os.cpu_count() or 2
+    tmp = out.with_name(out.name + ".part")
+    argv = [str(build.binary("llama-quantize")), "--allow-requantize", str(model.path), str(tmp), qtype, str(threads)]
+    if model.planned or getattr(build, "planned", False) or run.plan:
+        run.runner.work(argv, note=f"quantize to {qtype}")  # plan mode: listed, not run
         return ModelInfo(path=out, sha256=None, name=name, planned=True, synthetic=model.synthetic,
                          source={"kind": "quantized", "qtype": qtype})
-    tmp = out.with_name(out.name + ".part")
-    res = run.runner.work([str(build.binary("llama-quantize")), "--allow-requantize", str(model.path), str(tmp),
-                           qtype, str(threads or 2)], note=f"quantize to {qtype}", timeout=7200)
+    res = run.runner.work(argv, note=f"quantize to {qtype}", timeout=7200)
     tmp.replace(out)
     info = inspect_gguf(out, name=name, synthetic=model.synthetic)
     info.source = {"kind": "quantized", "from": str(model.path), "from_sha256": model.sha256, "qtype": qtype,
@@ -354,3 +355,22 @@ def load_check(run, build, model: ModelInfo, *, threads: int = 1) -> dict:
             "model_size": rows[0].get("model_size"), "model_n_params": rows[0].get("model_n_params"),
             "build_commit": rows[0].get("build_commit"),
             "t/s": {("pp" if r["n_prompt"] else "tg"): round(r["avg_ts"], 2) for r in rows}}
+
+
+def quant_table(models):
+    """One row per model (planned ones show as planned): size, parameters, tensor types."""
+    import pandas as pd
+
+    rows = []
+    for i in models:
+        if i is None:
+            continue
+        rows.append({
+            "model": i.name, "synthetic": i.synthetic, "planned": i.planned,
+            "file MB": round(i.file_size / 1e6, 1) if i.file_size else None,
+            "params (M)": round(i.n_params / 1e6, 1) if i.n_params else None,
+            "file type": i.file_type,
+            "tensor types": ", ".join(f"{k}×{v}" for k, v in sorted(i.quant_types.items(), key=lambda kv: -kv[1])),
+            "fallbacks": i.source.get("fallbacks") if isinstance(i.source, dict) else None,
+        })
+    return pd.DataFrame(rows)

