@@ -1,0 +1,127 @@
+"""Phase 1 answers, computed from surveys parsed out of captured real output (tests/fixtures/facts/)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from aios_lib import research
+from aios_lib.facts.survey import FACTS, load_fixture, parse_outputs
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "facts"
+GIB = 1024**3
+
+
+def survey_of(machine: str) -> dict:
+    return parse_outputs({name: load_fixture(FIX / machine, fact) for name, fact in FACTS.items()})
+
+
+@pytest.fixture(scope="module")
+def vm():
+    return survey_of("dev-vm-xeon-kvm")
+
+
+@pytest.mark.parametrize("machine", sorted(p.name for p in FIX.iterdir() if p.is_dir()))
+def test_answers_for_every_machine(machine):
+    s = survey_of(machine)
+    answers = research.answer_all(s)
+    assert [a.facts["key"] for a in answers] == ["cpu_generation", "isa", "threads", "memory", "boot", "target_disk"]
+    assert len(answers.table()) == 6
+    assert json.loads(json.dumps(answers.to_dict()))["boot"]["question"].startswith("UEFI")
+    assert "**Which CPU generation?**" in answers._repr_markdown_()
+    for table in (research.cpu_table, research.system_table, research.disks_table, research.vulnerabilities_table):
+        assert table(s) is not None
+
+
+def test_generation_and_isa_answers(vm):
+    assert research.cpu_generation(vm).facts["generation"] == "Emerald Rapids"
+    isa = research.isa_support(vm)
+    assert isa.facts["avx2_fma_f16c"] and "avx512f" in isa.facts["avx512"] and isa.facts["amx"] == []
+    assert "AVX-512 is present" in isa.detail and "GGML_NATIVE=ON" in isa.detail
+    desk = research.isa_support(survey_of("i7-12700kf-desktop-hybrid"))
+    assert desk.facts["avx512"] == [] and desk.facts["avx_vnni"]
+    assert "No AVX-512" in desk.detail and "AVX-VNNI" in desk.detail
+
+
+def test_threads_start_at_physical_cores():
+    t = research.thread_start(survey_of("i7-12700kf-desktop-hybrid"))
+    assert t.facts["start"] == 12 and t.facts["candidates"] == [6, 8, 12, 20]
+    assert "8 P + 4 E" in t.answer
+    ml = research.thread_start(survey_of("ultra9-185h-meteor-lake-hybrid"))
+    assert ml.facts["start"] == 16 and ml.facts["candidates"] == [6, 8, 16, 22]
+    epyc = research.thread_start(survey_of("epyc-7451-zen1"))
+    assert epyc.facts["start"] == 48 and epyc.facts["candidates"] == [24, 48, 96]
+    assert research.thread_start(survey_of("dev-vm-xeon-kvm")).facts["candidates"] == [1, 2]
+
+
+@pytest.mark.parametrize("ram_gib", [8, 16, 32, 64])
+def test_model_fit_arithmetic(vm, ram_gib):
+    s = copy.deepcopy(vm)
+    s["memory"]["total_bytes"] = ram_gib * GIB
+    fit = research.model_fit(s)
+    budget = ram_gib * GIB - int(research.OS_RESERVE_GIB * GIB) - int(research.KV_RESERVE_GIB * GIB)
+    assert fit.budget_bytes == budget
+    for row in fit.rows:
+        params_b = budget * 8 / research.BITS_PER_WEIGHT[row["quant"]] / 1e9
+        assert row["max_params_b"] == round(params_b, 1)
+        cls = max(x for x in research.COMMON_SIZES_B if x <= params_b)
+        assert row["size_class"] == f"about {cls:g}B"
+    q4, q5 = fit.rows
+    assert q4["max_params_b"] > q5["max_params_b"]  # more bits per weight, fewer parameters
+
+
+def test_model_fit_named_sizes(vm):
+    s = copy.deepcopy(vm)
+    s["memory"]["total_bytes"] = 32 * GIB  # the blueprint's 32 GB target
+    q4, q5 = research.model_fit(s).rows
+    assert (q4["size_class"], q5["size_class"]) == ("about 34B", "about 34B")
+    s["memory"]["total_bytes"] = 16 * GIB
+    q4, q5 = research.model_fit(s).rows
+    assert (q4["size_class"], q5["size_class"]) == ("about 22B", "about 14B")
+    # reserves are parameters: a larger KV reserve shrinks the budget
+    assert research.model_fit(s, kv_reserve_gib=4).budget_bytes == 16 * GIB - 6 * GIB
+
+
+def test_memory_answer_on_this_vm(vm):
+    a = research.memory_answer(vm)
+    assert a.facts["total_bytes"] == vm["memory"]["total_bytes"]
+    assert "Q4_K_M" in a.answer and "Q5_K_M" in a.answer and "memory speed is unknown" in a.detail
+
+
+def test_boot_loader_follows_firmware(vm):
+    assert research.boot_answer(vm).facts["bootloader"] == "grub"
+    s = copy.deepcopy(vm)
+    s["firmware"]["uefi"] = True
+    assert research.boot_answer(s).facts["bootloader"] == "systemd-boot"
+
+
+def test_no_disk_is_safe_on_this_vm(vm):
+    a = research.install_target(vm)
+    assert a.facts["suggestion"] is None and "none is safe" in a.answer
+    assert "holds the running root" in a.facts["excluded"]["/dev/vda"]
+    assert "virtual device" in a.facts["excluded"]["/dev/zram0"]
+
+
+def test_largest_free_internal_disk_is_suggested(vm):
+    s = copy.deepcopy(vm)
+    base = next(d for d in s["disks"]["disks"] if d["name"] == "vda")
+    s["disks"]["disks"] += [
+        dict(base, name="nvme0n1", path="/dev/nvme0n1", size_bytes=512 * GIB, holds_root=False, mountpoints=[],
+             rotational=False, transport="nvme"),
+        dict(base, name="nvme1n1", path="/dev/nvme1n1", size_bytes=1024 * GIB, holds_root=False,
+             mountpoints=["/data"]),
+        dict(base, name="sdb", path="/dev/sdb", size_bytes=2048 * GIB, holds_root=False, mountpoints=[],
+             removable=True, transport="usb"),
+    ]
+    a = research.install_target(s)
+    assert a.facts["suggestion"] == "/dev/nvme0n1" and "nothing is written" in a.answer
+    assert a.facts["excluded"]["/dev/sdb"] == "removable"
+    assert a.facts["excluded"]["/dev/nvme1n1"] == "mounted at /data"
+
+
+def test_recorded_summary_has_what_later_phases_read(vm):
+    r = research.recorded_summary(vm)
+    assert (r["physical_cores"], r["logical_cpus"], r["avx2"], r["uefi"]) == (2, 2, True, False)
+    assert r["mem_total_bytes"] == vm["memory"]["total_bytes"]
