@@ -83,10 +83,13 @@ def test_model_view_combines_props_models_and_gguf():
     meta = {"n_params": 134515008, "size": 101267712, "n_ctx_train": 8192, "ftype": "Q4_1"}
     gguf = {"name": "SmolLM2 135M Instruct", "architecture": "llama", "context_length": 8192}
     v = model_view(props, meta, gguf)
-    assert (v.name, v.architecture, v.quant, v.n_ctx, v.slots) == ("SmolLM2 135M Instruct", "llama", "Q4_1", 8192, 4)
-    # no GGUF readable (remote server): the alias from /props names the model
-    assert model_view(props, meta, None).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert (v.name, v.gguf_name, v.architecture, v.quant, v.n_ctx, v.slots) == (
+        "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2 135M Instruct", "llama", "Q4_1", 8192, 4)
+    # no GGUF readable (remote server): /props alone still names the model
+    v = model_view(props, meta, None)
+    assert v.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and v.architecture is None and v.n_params == 134515008
     assert model_view(None, None, None).name is None
+    assert model_view({"model_path": "/x/m.gguf"}, None, None).name == "m.gguf"
 
 
 def _state(**kw):

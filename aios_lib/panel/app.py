@@ -66,7 +66,7 @@ def render_status(st: PanelState | None, interval: float, paused: bool, url: str
     elif not st.reachable:
         down = _ago(max(st.t - (st.down_since or st.t), 0))
         t.append(" UNREACHABLE ", style="bold white on red")
-        t.append(f" {st.error or 'no answer'} · down {down} · retrying every {interval:g}s", style="red")
+        t.append(f" {st.error or 'no answer'} · down {down} · retry {interval:g}s", style="red")
     elif st.metrics == "off":
         t.append(" METRICS OFF ", style="bold black on yellow")
         t.append(f" {st.metrics_note}", style="yellow")
@@ -90,6 +90,8 @@ def render_model(st: PanelState | None) -> Text:
         t.append("no model known yet" if not st or not st.reachable else "waiting for /props", style="dim")
         return t
     t.append(f"{m.name}\n", style="bold")
+    t.append("gguf  ", style="dim")
+    t.append(f"{m.gguf_name or ('reading header…' if m.path else '—')}\n", style="dim")
     t.append("arch  ", style="dim")
     t.append(f"{m.architecture or '—'}")
     t.append("   quant ", style="dim")
@@ -285,9 +287,11 @@ def render_cores(st: PanelState | None, width: int = 76) -> Text:
         t.append(f"● server affinity: {_cpulist(sorted(pinned))}", style="cyan")
         if st.process is not None and st.process.cpu_percent is not None:
             t.append(f"  server CPU {st.process.cpu_percent:.0f}%", style="dim")
+    elif st.reachable:
+        t.append("server affinity unknown (not a local process)", style="dim")
     else:
-        t.append("server affinity unknown (remote server)", style="dim")
-    t.append("  load %", style="dim")
+        t.append("server down", style="dim")
+    t.append("  (load %)", style="dim")
     if any(len(g) > 1 for g in groups):
         t.append("  [a|b] = SMT siblings", style="dim")
     return t
@@ -309,6 +313,7 @@ class PanelApp(App):
     """``aios panel``: watch a llama-server. Keys: q quit, p pause, + faster, - slower."""
 
     TITLE = "Synapse · Neural Control Panel"
+    ENABLE_COMMAND_PALETTE = False
     CSS = """
     Screen { layout: vertical; }
     #status { height: 1; }
@@ -324,8 +329,8 @@ class PanelApp(App):
     BINDINGS = [
         Binding("q", "quit", "quit"),
         Binding("p", "toggle_pause", "pause"),
-        Binding("plus,equals_sign", "faster", "+ faster", key_display="+"),
-        Binding("minus", "slower", "- slower", key_display="-"),
+        Binding("plus,equals_sign", "faster", "faster", key_display="+"),
+        Binding("minus", "slower", "slower", key_display="-"),
     ]
 
     def __init__(self, url: str = "http://127.0.0.1:8080", interval: float = 1.0,

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,8 @@ def gguf_summary(path: str | os.PathLike) -> dict:
 
 @dataclass
 class ModelView:
-    name: str | None = None
+    name: str | None = None  # what the server calls it (alias, else the file name)
+    gguf_name: str | None = None  # general.name in the GGUF header
     architecture: str | None = None
     quant: str | None = None
     size: int | None = None  # bytes of weights (server) or file size
@@ -193,13 +195,12 @@ def model_view(props: dict | None, meta: dict | None, gguf: dict | None) -> Mode
     """Combine /props, /v1/models meta and the GGUF header (pure)."""
     props, meta, gguf = props or {}, meta or {}, gguf or {}
     path = props.get("model_path") or None
-    name = gguf.get("name") or props.get("model_alias") or meta.get("id")
-    if not name and path:
-        name = Path(path).name
+    name = props.get("model_alias") or meta.get("id") or (Path(path).name if path else None) or gguf.get("name")
     dgs = props.get("default_generation_settings") or {}
     return ModelView(
         name=name,
-        architecture=gguf.get("architecture"),
+        gguf_name=gguf.get("name"),
+        architecture=gguf.get("architecture") or props.get("model_arch"),
         quant=props.get("model_ftype") or meta.get("ftype") or gguf.get("file_type"),
         size=meta.get("size") or gguf.get("file_size"),
         n_params=meta.get("n_params") or gguf.get("n_params"),
@@ -465,13 +466,20 @@ class Collector:
         psutil.cpu_percent(percpu=True)  # prime: the next call measures since now
 
     def _gguf_for(self, path: str | None) -> dict | None:
+        """The GGUF header of the served model, read once in the background (reading a header
+        with its vocabulary arrays takes seconds; /props fills the view meanwhile)."""
         if not path or not self.local:
             return None
         if path not in self._gguf:
-            try:
-                self._gguf[path] = gguf_summary(path)
-            except Exception:  # unreadable or not a GGUF: /props still names the model
-                self._gguf[path] = {}
+            self._gguf[path] = None
+
+            def read():
+                try:
+                    self._gguf[path] = gguf_summary(path)
+                except Exception:  # unreadable or not a GGUF: /props still names the model
+                    self._gguf[path] = {}
+
+            threading.Thread(target=read, daemon=True, name="panel-gguf").start()
         return self._gguf[path]
 
     def _gpu(self) -> list[GpuView] | None:
