@@ -183,15 +183,22 @@ def fetch_source(run) -> Path:
 
 
 def tree_version(src: Path) -> dict:
-    """llama.cpp commit/version as far as the tree tells (pure reading of files)."""
+    """llama.cpp / ggml versions as the tree's CMakeLists say (pure reading of files).
+
+    The sdist's tree has no git metadata (its ``.git`` file points into the llama-cpp-python
+    repository), so the binaries report ``commit unknown``; the sdist's sha256 pins the source.
+    """
     out: dict = {}
-    for name in ("ggml/CMakeLists.txt",):
+    for name, prefix, key in (("CMakeLists.txt", "LLAMA", "llama_cpp_version"),
+                              ("ggml/CMakeLists.txt", "GGML", "ggml_version")):
         p = src / name
         if p.exists():
             t = p.read_text(errors="replace")
-            parts = [re.search(rf"set\(GGML_VERSION_{k}\s+(\d+)\)", t) for k in ("MAJOR", "MINOR", "PATCH")]
+            parts = [re.search(rf"set\({prefix}_VERSION_{k}\s+(\d+)\)", t) for k in ("MAJOR", "MINOR", "PATCH")]
             if all(parts):
-                out["ggml_version"] = ".".join(m.group(1) for m in parts)  # type: ignore[union-attr]
+                out[key] = ".".join(m.group(1) for m in parts)  # type: ignore[union-attr]
+    if (src / ".git").is_file():
+        out["llama_cpp_commit"] = "unknown (no git metadata in the sdist's vendored tree)"
     return out
 
 
@@ -200,7 +207,7 @@ def source_info(run) -> dict:
     dest = source_dir(run)
     marker = dest.parent / "complete.json"
     if marker.exists():
-        return json.loads(marker.read_text())
+        return {**json.loads(marker.read_text()), **tree_version(dest)}
     return source_identity(run.params.runtime.llama.source)
 
 
@@ -237,14 +244,39 @@ _FEATURE = re.compile(r"\b([A-Z][A-Z0-9_]+)\s*=\s*1\b")
 
 
 def parse_features(text: str) -> list[str]:
-    """CPU features from a llama.cpp ``system_info`` line (``CPU : SSE3 = 1 | AVX2 = 1 | ...``)."""
+    """CPU features that are on, from a llama.cpp ``system_info`` line (``CPU : SSE3 = 1 | AVX2 = 1 | ...``)
+    or from the one-per-line ``NAME = 1`` list :data:`FEATURES_PROBE` prints."""
     feats: list[str] = []
-    for line in text.splitlines():
-        if "system_info" in line or "CPU :" in line:
-            for m in _FEATURE.finditer(line):
-                if m.group(1) not in feats:
-                    feats.append(m.group(1))
+    lines = text.splitlines()
+    info = [ln for ln in lines if "system_info" in ln or "CPU :" in ln]
+    for line in info or lines:
+        for m in _FEATURE.finditer(line):
+            if m.group(1) not in feats:
+                feats.append(m.group(1))
     return feats
+
+
+#: Asks the built libggml-cpu.so which CPU features it was compiled with: the same list
+#: llama.cpp's ``system_info`` line prints (``ggml_backend_get_features`` of the CPU backend).
+#: Runs in its own process (two builds' libraries must never meet in one process).
+FEATURES_PROBE = """
+import ctypes, sys
+d = sys.argv[1]
+base = ctypes.CDLL(d + "/libggml-base.so", mode=ctypes.RTLD_GLOBAL)
+cpu = ctypes.CDLL(d + "/libggml-cpu.so", mode=ctypes.RTLD_GLOBAL)
+cpu.ggml_backend_cpu_reg.restype = ctypes.c_void_p
+reg = cpu.ggml_backend_cpu_reg()
+base.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+base.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+fn = base.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
+class Feature(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_char_p)]
+p = ctypes.CFUNCTYPE(ctypes.POINTER(Feature), ctypes.c_void_p)(fn)(reg)
+i = 0
+while p[i].name:
+    print(p[i].name.decode() + " = " + p[i].value.decode())
+    i += 1
+"""
 
 
 def parse_cmake_cache(text: str) -> dict[str, str]:
@@ -285,7 +317,10 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
     meta = dest / "build.json"
     if meta.exists() and all((bin_dir / t).exists() for t in targets):
         data = json.loads(meta.read_text())
-        data.update(bin_dir=bin_dir, cached=True, seconds=None, planned=False)
+        if not data.get("features") and not run.plan:  # recorded by an older Synapse: ask the binary
+            data["version"], data["features"] = binary_report(run, bin_dir, targets)
+            meta.write_text(json.dumps(data, indent=2))
+        data.update(bin_dir=bin_dir, cached=True, seconds=None, planned=False, source=source)
         return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
 
     bdir = cache_dir("llama-build", f"{label}-{key}")
@@ -321,18 +356,20 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
 def binary_report(run, bin_dir: Path, targets: list[str]) -> tuple[str, list[str]]:
     """(version line, CPU features) as the built binaries report them.
 
-    ``--version`` gives the version; the features come from the ``system_info`` line a program
-    prints once the backend is up (llama-server prints it before it opens the model, so a
-    nonexistent model path is enough and nothing is loaded).
+    ``--version`` gives the version. The features come from the build's own libggml-cpu.so
+    (:data:`FEATURES_PROBE`, works for a llama-bench-only build too); when that fails and
+    llama-server was built, from the ``system_info`` line it prints before opening a model
+    (a nonexistent model path: nothing is loaded).
     """
     r = run.runner
     exe = bin_dir / ("llama-bench" if "llama-bench" in targets else targets[0])
     v = r.probe([str(exe), "--version"], check=False, quiet=True)
     text = (v.stdout or "") + (v.stderr or "")
-    version = next((ln.strip() for ln in text.splitlines() if ln.strip().startswith("version")), text.strip()[:200])
-    feats = parse_features(text)
+    version = " ".join(ln.strip() for ln in text.splitlines() if ln.strip().startswith(("version", "built with")))
+    f = r.probe([sys.executable, "-c", FEATURES_PROBE, str(bin_dir)], check=False, quiet=True, timeout=60)
+    feats = parse_features(f.stdout) if f.rc == 0 else []
     if not feats and (bin_dir / "llama-server").exists():
         s = r.probe([str(bin_dir / "llama-server"), "-m", "/nonexistent-model.gguf", "--port", "0"],
                     check=False, quiet=True, timeout=60)
         feats = parse_features((s.stdout or "") + (s.stderr or ""))
-    return version, feats
+    return version or text.strip()[:200], feats

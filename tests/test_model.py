@@ -93,3 +93,47 @@ def test_url_kind_plans_a_download(make_run, tmp_path, monkeypatch):
     info = model.provision(run)
     assert info.planned and info.path.name == "x.gguf"
     assert run.runner.history[0].argv[:2] == ["curl", "-fL"]
+
+
+TINY = dict(n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=512, n_vocab=512)
+
+
+@pytest.mark.slow
+def test_quantize_smollm2_to_q4_k_m(make_run, llama_build, smollm2, tmp_path):
+    run = make_run()
+    q = model.quantize(run, llama_build, smollm2, "Q4_K_M", out_dir=tmp_path)
+    assert q.path.exists() and q.file_type == "Q4_K_M" and not q.synthetic
+    again = model.inspect_gguf(q.path)  # a valid GGUF the reader accepts
+    assert again.n_params == smollm2.n_params and again.n_tensors == smollm2.n_tensors
+    # 576 is not a multiple of 256: most tensors fall back to q5_0, only some get K-types
+    assert q.quant_types.get("Q5_0", 0) > 100
+    assert q.quant_types.get("Q4_K", 0) + q.quant_types.get("Q6_K", 0) > 0
+    assert q.source["fallbacks"] > 100
+    cmd = [r for r in run.runner.history if r.kind == "work"][-1]
+    assert "--allow-requantize" in cmd.argv and cmd.rc == 0
+
+
+@pytest.mark.slow
+def test_synthetic_model_quantizes_to_k_quants_and_loads(make_run, llama_build):
+    run = make_run()
+    syn = model.synthetic_model(run, llama_build, **TINY)
+    assert syn.synthetic and "SYNTHETIC" in syn.name and syn.architecture == "llama"
+    assert syn.n_embd == 256 and syn.n_layer == 2 and syn.n_head_kv == 2 and syn.n_vocab == 512
+    assert set(syn.quant_types) == {"F16", "F32"}
+    for qt in ("Q4_K_M", "Q5_K_M"):
+        q = model.quantize(run, llama_build, syn, qt)
+        assert q.synthetic and q.file_type == qt
+        assert not {"Q5_0", "Q5_1", "Q4_0", "Q4_1"} & set(q.quant_types)  # widths fit K-quant blocks
+        check = model.load_check(run, llama_build, q)
+        assert check["model_n_params"] == syn.n_params
+        assert check["t/s"]["pp"] > 0 and check["t/s"]["tg"] > 0
+
+
+def test_synthetic_plan_mode_writes_nothing(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    run = make_run(plan=True)
+    syn = model.synthetic_model(run)
+    assert syn.planned and syn.synthetic and not syn.path.exists()
+    cmd = run.runner.history[-1]
+    assert cmd.planned and "aios_lib.synthetic" in cmd.argv and "--n-embd" in cmd.argv
+    assert cmd.argv[cmd.argv.index("--n-embd") + 1] == "2048"
