@@ -114,3 +114,24 @@ def test_formatting_helpers():
     assert quant_from_name("model-q4_k_m.gguf") == "Q4_K_M"
     assert quant_from_name("nothing here") is None
     assert math.isclose(printed_resolution(123.456), 0.001)
+
+
+def test_live_progress_from_slots():
+    from aios_lib.panel.metrics import live_rate, slot_progress
+
+    def slots(n0, n1, task1=7, busy1=True):
+        # the shape of GET /slots in llama.cpp 0c1e570 (server_slot::to_json), trimmed
+        return [{"id": 0, "n_ctx": 1024, "is_processing": True, "id_task": 5,
+                 "next_token": [{"has_next_token": True, "n_remain": 10, "n_decoded": n0}]},
+                {"id": 1, "n_ctx": 1024, "is_processing": busy1, "id_task": task1,
+                 "next_token": [{"has_next_token": True, "n_remain": 10, "n_decoded": n1}]},
+                {"id": 2, "n_ctx": 1024, "is_processing": False}]
+
+    a, b = slot_progress(slots(10, 3)), slot_progress(slots(60, 53))
+    assert a == {(0, 5): 10, (1, 7): 3}
+    assert live_rate(a, b, 2.0) == pytest.approx(50.0)  # (50 + 50) tokens in 2 s
+    # slot 1 moved on to another task: only slot 0 counts
+    assert live_rate(a, slot_progress(slots(30, 4, task1=8)), 1.0) == pytest.approx(20.0)
+    assert live_rate(a, slot_progress(slots(30, 4, busy1=False)), 1.0) == pytest.approx(20.0)
+    assert live_rate(None, b, 1.0) is None and live_rate(a, {}, 1.0) is None
+    assert slot_progress({"error": "slots disabled"}) == {}

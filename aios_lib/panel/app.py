@@ -164,8 +164,12 @@ def render_requests(st: PanelState | None) -> Text:
     t.append("  deferred ", style="dim")
     t.append(f"{st.deferred:.0f}" if st.deferred is not None else "—",
              style="bold red" if st.deferred else "bold")
-    t.append("  generated ", style="dim")
-    t.append(_human_count(st.tokens_total))
+    if st.live is not None:
+        t.append("  live ", style="dim")
+        t.append(f"{format_rate(st.live)} t/s", style="green")
+    else:
+        t.append("  generated ", style="dim")
+        t.append(_human_count(st.tokens_total))
     return t
 
 

@@ -283,3 +283,34 @@ def quant_from_name(text: str | None) -> str | None:
         return None
     m = _QUANT_RE.search(text.replace("-", "_").replace(" ", ""))
     return m.group(1).upper() if m else None
+
+
+# ---- live progress from /slots -----------------------------------------------------------------
+def slot_progress(slots) -> dict[tuple[int, int], int]:
+    """/slots JSON -> {(slot id, task id): tokens decoded so far} for the slots generating now.
+
+    The counters of /metrics only move when a request finishes; /slots shows a running request's
+    ``next_token[0].n_decoded`` as it grows, so a long generation is visible while it runs.
+    """
+    out: dict[tuple[int, int], int] = {}
+    if not isinstance(slots, list):
+        return out
+    for s in slots:
+        if not isinstance(s, dict) or not s.get("is_processing"):
+            continue
+        nt = s.get("next_token")
+        nt = nt[0] if isinstance(nt, list) and nt else nt
+        if not isinstance(nt, dict) or "n_decoded" not in nt:
+            continue
+        out[(int(s.get("id", -1)), int(s.get("id_task", -1)))] = int(nt["n_decoded"])
+    return out
+
+
+def live_rate(prev: dict[tuple[int, int], int] | None, cur: dict[tuple[int, int], int], dt: float) -> float | None:
+    """Tokens per wall second decoded by the requests running in both polls; None if none were."""
+    if not prev or dt <= 0:
+        return None
+    same = [k for k in cur if k in prev and cur[k] >= prev[k]]
+    if not same:
+        return None
+    return sum(cur[k] - prev[k] for k in same) / dt

@@ -19,7 +19,8 @@ from urllib.parse import urlparse
 import psutil
 import requests
 
-from .metrics import RateMeter, Rate, Scrape, canonical_metrics, missing_core_metrics, parse_metrics
+from .metrics import (Rate, RateMeter, Scrape, canonical_metrics, live_rate, missing_core_metrics, parse_metrics,
+                      slot_progress)
 
 
 # ---- llama-server over HTTP -------------------------------------------------------------------
@@ -33,6 +34,7 @@ class ServerSnapshot:
     health: str = ""  # "ok", "loading", ... as /health says
     metrics: str = "unknown"  # "on", "off" (endpoint disabled), "error"
     metrics_text: str = ""
+    slots: list | None = None  # /slots (None when the endpoint is off)
     metrics_note: str = ""
     props: dict | None = None
     model_meta: dict | None = None  # /v1/models data[0].meta
@@ -47,6 +49,7 @@ class ServerClient:
         self.session = requests.Session()
         self._props: dict | None = None
         self._meta: dict | None = None
+        self._slots_on = True
 
     def _get(self, path: str) -> requests.Response:
         return self.session.get(self.url + path, timeout=self.timeout)
@@ -57,6 +60,7 @@ class ServerClient:
             h = self._get("/health")
         except requests.RequestException as e:
             self._props = self._meta = None  # a server that comes back may serve another model
+            self._slots_on = True
             return ServerSnapshot(t, False, error=_short_error(e))
         snap = ServerSnapshot(t, True)
         try:
@@ -83,6 +87,12 @@ class ServerClient:
                     self._meta = dict(data[0].get("meta") or {}, id=data[0].get("id"))
                 else:
                     self._meta = {}
+            if self._slots_on:
+                sl = self._get("/slots")
+                if sl.status_code == 200:
+                    snap.slots = sl.json()
+                else:  # --no-slots: do not ask again
+                    self._slots_on = False
         except requests.RequestException as e:
             return ServerSnapshot(t, False, error=_short_error(e))
         except ValueError as e:  # not JSON: not a llama-server
@@ -431,6 +441,7 @@ class PanelState:
     prompt_avg: float | None = None
     server_gauge_gen: float | None = None  # the server's own averaged gauge, for reference
     sparkline: list[float] = field(default_factory=list)
+    live: float | None = None  # tokens/s decoded by requests still running (from /slots)
     processing: float | None = None
     deferred: float | None = None
     tokens_total: float | None = None
@@ -462,6 +473,7 @@ class Collector:
         self.groups = sibling_groups()
         self._gguf: dict[str, dict] = {}
         self._down_since: float | None = None
+        self._slots_prev: tuple[float, dict] | None = None
         self.polls = 0
         psutil.cpu_percent(percpu=True)  # prime: the next call measures since now
 
@@ -534,6 +546,11 @@ class Collector:
                 st.deferred = vals.get("requests_deferred")
                 st.tokens_total = vals.get("tokens_predicted_total")
                 st.server_gauge_gen = vals.get("predicted_tokens_seconds")
+            if snap.slots is not None:
+                cur = slot_progress(snap.slots)
+                if self._slots_prev is not None:
+                    st.live = live_rate(self._slots_prev[1], cur, snap.t - self._slots_prev[0])
+                self._slots_prev = (snap.t, cur)
             if self.local and self.pid is None:
                 self.pid = find_listening_pid(self.port)
         st.gen_last, st.gen_last_t = self.meter.gen.last, self.meter.gen.last_t
