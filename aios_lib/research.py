@@ -383,3 +383,13 @@ def recorded_summary(s: Mapping[str, Any]) -> dict[str, Any]:
             "p_cores": (c.get("hybrid") or {}).get("p_cores"), "mem_total_bytes": m.get("total_bytes"),
             "avx2": c["isa"].get("avx2"), "avx512": bool(c["isa"].get("avx512")), "uefi": s["firmware"].get("uefi"),
             "virtual": s["virt"].get("virtual"), "model_name": c.get("model_name"), "generation": c.get("generation")}
+
+
+def survey_commands(history) -> "Any":
+    """The survey's commands and what each gave (rows of the runner's history), as a table."""
+    import pandas as pd
+
+    rows = [{"command": r.cmdline, "rc": r.rc, "lines of output": len((r.stdout or "").splitlines()),
+             "note": "" if r.rc == 0 else ("not installed" if r.rc == 127 else "absent or not readable here")}
+            for r in history]
+    return pd.DataFrame(rows, columns=["command", "rc", "lines of output", "note"])

@@ -125,3 +125,33 @@ def test_recorded_summary_has_what_later_phases_read(vm):
     r = research.recorded_summary(vm)
     assert (r["physical_cores"], r["logical_cpus"], r["avx2"], r["uefi"]) == (2, 2, True, False)
     assert r["mem_total_bytes"] == vm["memory"]["total_bytes"]
+
+
+def test_notebook_01_records_survey_and_answers(tmp_path):
+    """Notebook 01 runs headless in plan mode, renders HTML and records what later phases read."""
+    import os
+
+    from aios_lib.execute import run_phases
+    from aios_lib.facts import cpu as cpu_fact
+    from aios_lib.facts.base import gather
+    from aios_lib.journal import Journal
+    from aios_lib.runner import Runner
+
+    root = Path(__file__).resolve().parent.parent
+    old = os.environ.get("AIOS_OUTPUTS")
+    os.environ["AIOS_OUTPUTS"] = str(tmp_path)
+    try:
+        outcome = run_phases(root / "parameters" / "default.yaml", ["01"], plan=True, log_output=False)
+    finally:
+        if old is not None:
+            os.environ["AIOS_OUTPUTS"] = old
+    d = next(tmp_path.glob("*/*-plan"))
+    assert (d / "01_research_prep.html").exists(), outcome
+    results = json.loads((d / "results.json").read_text())["01"]
+    live = gather(Runner(journal=Journal(None)), cpu_fact.FACT)
+    assert results["survey"]["cpu"]["physical_cores"] == live["physical_cores"]
+    assert results["summary"]["logical_cpus"] == live["logical_cpus"]
+    assert set(results["answers"]) == {"cpu_generation", "isa", "threads", "memory", "boot", "target_disk"}
+    assert results["answers"]["threads"]["facts"]["start"] == live["physical_cores"]
+    html = (d / "01_research_prep.html").read_text()
+    assert "Which CPU generation?" in html and "largest GGUF" in html

@@ -1,9 +1,21 @@
 # %% [markdown]
 # # Phase 1: research & prep
 #
-# The blueprint's Phase 1 asks which CPU this is (AVX2? AVX-512?), how many physical cores it has,
-# and prepares the build. This notebook surveys the machine it runs on and answers those questions
-# from facts read off the system. Every command it runs is in the run's `commands.jsonl`.
+# The blueprint's Phase 1 has two items: *"Verify i7 Gen (Broadwell? Skylake?) for AVX-512 support
+# (unlikely strictly AVX2)"* and *"Select AI-OS name"*. The name is settled (**Synapse OS**; the
+# blueprint's suggestion was "NeuroKernel"). The first item hides the questions every later phase
+# depends on, and this notebook answers them from facts read off the machine it runs on:
+#
+# 1. which CPU generation this is, and which vector extensions (AVX2, AVX-512, AVX-VNNI, AMX) it has,
+#    because they decide which llama.cpp kernels run;
+# 2. how many physical cores it has: the starting thread count that Phase 5 measures around;
+# 3. how much memory it has, and so the largest GGUF model that fits beside the OS at Q4_K_M and Q5_K_M;
+# 4. whether it boots through UEFI (systemd-boot) or legacy BIOS (GRUB);
+# 5. which disk an install would go to (a suggestion only: this phase writes nothing).
+#
+# Every fact comes from a read-only command (`cat /proc/cpuinfo`, `lscpu`, `lsblk`, files under
+# `/sys`), run through the runner, so each is in the run's `commands.jsonl`. Read-only commands run in
+# plan mode too: this notebook gives the same answers whether it runs or plans.
 
 # %% tags=["parameters"]
 params_file = "parameters/default.yaml"
@@ -13,8 +25,130 @@ plan = True
 
 # %%
 import aios_lib
+import pandas as pd
+from aios_lib import research
+from aios_lib.facts.survey import survey
+pd.set_option("display.max_colwidth", 200)  # show flag lists and mitigation strings whole
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="01")
 run
 
+# %% [markdown]
+# ## The survey
+#
+# One call reads every fact: CPU (cpuinfo, `lscpu -J`, `lscpu -p`, hybrid core lists, cache sizes),
+# memory (`/proc/meminfo`, `dmidecode -t memory` where SMBIOS is readable), NUMA nodes, disks
+# (`lsblk -J`), firmware (`/sys/firmware/efi`), virtualization (`systemd-detect-virt`), kernel
+# (release, command line, THP, cpufreq governor, CPU vulnerability mitigations) and GPUs (`lspci`).
+# Commands that are normally absent on some machines (dmidecode in a VM, nvidia-smi without a
+# driver) may fail without stopping the survey. The whole survey is recorded in `results.json` as
+# `01/survey`; later phases read it from there (physical cores, logical CPUs, RAM), never from the
+# live system.
+
 # %%
-run.plan_summary()
+s = survey(run.runner)
+run.record("survey", s)
+run.record("summary", research.recorded_summary(s))
+pd.Series(research.recorded_summary(s), name="recorded as 01/summary").to_frame()
+
+# %% [markdown]
+# ## 1. Which CPU, and which vector extensions?
+#
+# The blueprint expects "an i7 with AVX2" and asks whether AVX-512 is there. That matters because
+# llama.cpp's CPU backend (ggml) picks its matrix kernels at build time from the extensions the
+# compiler may use: AVX2 with FMA and F16C is the baseline for fast quantized inference; AVX-512,
+# AVX-VNNI and AMX add faster paths. The generation is derived from the CPUID family/model/stepping
+# rather than the marketing name, which hypervisors often replace. On hybrid Intel CPUs (Alder Lake
+# and later) the table also shows the P-core/E-core split when the kernel or `lscpu` reveals it.
+
+# %%
+research.cpu_table(s)
+
+# %%
+research.cpu_generation(s)
+
+# %%
+research.isa_support(s)
+
+# %% [markdown]
+# ## 2. Physical cores: where thread tuning starts
+#
+# The blueprint sets `N_THREADS = physical cores` and avoids SMT siblings, which share a core's
+# vector units and caches. That is a sound starting point but not a result: token generation is
+# limited by memory bandwidth and usually stops scaling before the last core, and on hybrid CPUs
+# E cores can slow the P cores down. So this phase only names the candidates; Phase 5 measures them.
+
+# %%
+research.thread_start(s)
+
+# %% [markdown]
+# ## 3. Memory: the largest GGUF that fits
+#
+# A llama.cpp model is memory-mapped and must stay resident: every generated token reads every
+# weight once. The budget for the model file is the RAM minus a reserve for the OS and a reserve for
+# the KV cache and compute buffers (both stated below and adjustable through the function's
+# arguments). The parameter count follows from the average bits per weight of the quantization
+# (Q4_K_M ≈ 4.85, Q5_K_M ≈ 5.69 for llama-style models).
+
+# %%
+research.model_fit(s)
+
+# %%
+research.memory_answer(s)
+
+# %% [markdown]
+# ## 4. Firmware: UEFI or BIOS?
+#
+# The blueprint prefers systemd-boot, which exists only for UEFI. The kernel exposes
+# `/sys/firmware/efi` exactly when the system was booted through UEFI, so its presence decides.
+
+# %%
+research.boot_answer(s)
+
+# %% [markdown]
+# ## 5. Disks: which one would be the install target?
+#
+# The blueprint's Phase 2 partitions `/dev/nvme0n1` without asking. Synapse never guesses a device
+# to erase: this section only *suggests* the largest internal disk that is not in use, and explains
+# why each other disk was left out. Installing to a disk additionally requires naming it in the
+# parameter file and confirming it (`target.confirm`); otherwise every destructive step is refused.
+
+# %%
+research.disks_table(s)
+
+# %%
+research.install_target(s)
+
+# %% [markdown]
+# ## The rest of the system
+#
+# Facts later phases tune or compare against: transparent huge pages (the blueprint wants
+# `madvise`), the cpufreq governor (absent in most VMs), NUMA layout, virtualization, and the kernel's
+# CPU vulnerability mitigations. Mitigations cost performance on some CPUs; Synapse only turns them
+# off (`mitigations=off`) on a machine the parameters declare trusted and offline.
+
+# %%
+research.system_table(s)
+
+# %%
+research.vulnerabilities_table(s)
+
+# %% [markdown]
+# ## Answers
+#
+# The blueprint's Phase 1 questions, answered for this machine. They are recorded in `results.json`
+# as `01/answers` together with the numbers behind them.
+
+# %%
+answers = research.answer_all(s)
+run.record("answers", answers.to_dict())
+answers.table()
+
+# %% [markdown]
+# ## Commands
+#
+# Everything this phase ran, with what each command gave. All are read-only probes: nothing on the
+# machine was changed. A command that is absent here (no hybrid core lists, no EFI, no cpufreq in a
+# VM) is a fact too: the survey reads it as "not present".
+
+# %%
+research.survey_commands(run.runner.history)
