@@ -1,18 +1,70 @@
-"""Phase 6: the inference service and hardening. Extended by the hardening phase."""
+"""Phase 6: the inference service, hardening, read-only root and the distributable image."""
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from .base import Section
+
+#: Blueprint 5.1's "typical desktop bloat" (absent on a minbase Debian, masked anyway so a later
+#: package install cannot bring them back), plus what a minbase Debian 12 runs or schedules that an
+#: inference appliance does not need.
+DEFAULT_MASK = [
+    "wpa_supplicant.service", "accounts-daemon.service", "upower.service", "switcheroo-control.service",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
+    "e2scrub_reap.service", "man-db.timer", "systemd-tmpfiles-clean.timer", "cron.service",
+    "systemd-timesyncd.service", "xfs_scrub_all.timer",
+]
 
 
 class Service(Section):
     enabled: bool = False
-    user: str = "ai"
+    #: what the image runs: llama-server (Synapse OS) or the blueprint's ollama (optional alternative;
+    #: the binary is not bundled, install it yourself)
+    engine: Literal["llama-server", "ollama"] = "llama-server"
+    user: str = Field("ai", pattern=r"^[a-z_][a-z0-9_-]{0,30}$")
+    host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
-    memory_reserve_gib: float = Field(4.0, ge=0.5)  # MemoryHigh = RAM - reserve
+    #: IPAddressAllow= of the unit (IPAddressDeny=any is always set): "localhost" or CIDRs of the
+    #: serving network, e.g. ["localhost", "192.168.10.0/24"]
+    allow_networks: list[str] = ["localhost"]
+    #: where llama.cpp's bin folder (launcher + lib*.so) is installed in the image
+    install_dir: str = "/opt/synapse/llama"
+    #: the persistent data partition (models and results survive the read-only root)
+    data_dir: str = "/var/ai-data"
+    data_size: str = Field("1G", pattern=r"^[0-9]+[MG]$")
+    #: RAM of the machine the service runs on; "auto": the phase 01 survey, else this host
+    ram_gib: float | Literal["auto"] = "auto"
+    memory_reserve_gib: float = Field(4.0, ge=0.25)  # MemoryHigh = RAM - reserve
     nice: int = Field(-5, ge=-20, le=19)
     oom_score_adjust: int = Field(-500, ge=-1000, le=1000)
     mlock: bool = False
-    ssh: bool = False  # local-only by default
+    #: "auto": what the phase 05 benchmark chose, else the physical core count from phase 01
+    threads: int | Literal["auto"] = "auto"
+    cpus: list[int] | Literal["auto"] = "auto"
+    ctx_size: int = Field(4096, ge=256)
+    parallel: int = Field(1, ge=1, le=64)
+    extra_args: list[str] = Field(default_factory=list)
+    #: which llama.cpp build goes into the image: avx2 (the blueprint's target ISA; also what QEMU's
+    #: TCG emulates), generic (baseline x86-64) or native (this host's -march=native)
+    image_build: Literal["avx2", "generic", "native"] = "avx2"
+    ssh: bool = False  # local-only by default: ssh is not installed and ssh.service is masked
     read_only_root: bool = True
+    mask_units: list[str] = Field(default_factory=lambda: list(DEFAULT_MASK))
+    #: idle-CPU measurement window in the booted image and the blueprint's goal
+    idle_window_s: int = Field(30, ge=5, le=600)
+    idle_goal_pct: float = 0.1
+    #: RAM and CPUs of the QEMU guest that checks the image
+    vm_ram_mib: int = Field(3072, ge=1024)
+    vm_cpus: int = Field(2, ge=1, le=64)
+    #: zstd level of the distributable image
+    zstd_level: int = Field(3, ge=1, le=19)
+
+    @field_validator("mask_units")
+    @classmethod
+    def _unit_names(cls, v: list[str]) -> list[str]:
+        bad = [u for u in v if "." not in u or "/" in u]
+        if bad:
+            raise ValueError(f"not unit names: {bad} (write e.g. cron.service)")
+        return v

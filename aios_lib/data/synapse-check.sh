@@ -1,0 +1,106 @@
+#!/bin/bash
+# Synapse OS guest check (phase 06). Runs inside the booted image from synapse-check.service and
+# prints one `SYNAPSE-CHECK key=value` line per fact on the console (the host reads the serial log).
+# Settings come from /etc/synapse/check.env: UNIT PORT WINDOW DATA_DIR POWEROFF.
+set -u
+[ -r /etc/synapse/check.env ] && . /etc/synapse/check.env
+UNIT=${UNIT:-llama-server.service}
+PORT=${PORT:-8080}
+WINDOW=${WINDOW:-30}
+DATA_DIR=${DATA_DIR:-/var/ai-data}
+POWEROFF=${POWEROFF:-1}
+
+emit() { printf 'SYNAPSE-CHECK %s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\r' '  ' | sed 's/  *$//')" >/dev/console; }
+
+emit begin "$(date -u +%FT%TZ) boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+emit cmdline "$(cat /proc/cmdline)"
+
+# the boot must be over before idle is measured (this unit is Type=simple, so it does not hold it up)
+state=$(timeout 600 systemctl is-system-running --wait 2>&1)
+emit system_state "$state"
+emit failed_units "$(systemctl list-units --failed --no-legend --plain | awk '{print $1}' | paste -sd, -)"
+
+# ---- the inference service --------------------------------------------------------------------
+http() { # http METHOD PATH [BODY]: raw HTTP/1.0 over bash's /dev/tcp (no curl in the image)
+  local body=${3:-}
+  exec 3<>/dev/tcp/127.0.0.1/$PORT || return 1
+  printf '%s %s HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+    "$1" "$2" "${#body}" "$body" >&3
+  timeout 600 cat <&3
+  exec 3<&-
+}
+health=""
+for i in $(seq 1 300); do
+  health=$(http GET /health 2>/dev/null | head -1)
+  case "$health" in *" 200"*) break ;; esac
+  sleep 2
+done
+emit health_wait_s "$((i * 2))"
+emit health "$health"
+emit active "$(systemctl is-active "$UNIT")"
+PID=$(systemctl show -p MainPID --value "$UNIT")
+emit main_pid "$PID"
+if [ -n "$PID" ] && [ "$PID" != 0 ]; then
+  emit exe "$(readlink /proc/$PID/exe)"
+  emit argv "$(tr '\0' ' ' </proc/$PID/cmdline)"
+  emit user "$(ps -o user= -p "$PID")"
+  emit sched_policy "$(awk -F: '/^policy/ {gsub(/ /,"",$2); print $2}' /proc/$PID/sched)"
+  emit chrt "$(chrt -p "$PID" | head -1)"
+  emit nice "$(ps -o ni= -p "$PID" | tr -d ' ')"
+  emit oom_score_adj "$(cat /proc/$PID/oom_score_adj)"
+  emit cpus_allowed "$(awk '/^Cpus_allowed_list/ {print $2}' /proc/$PID/status)"
+  emit no_new_privs "$(awk '/^NoNewPrivs/ {print $2}' /proc/$PID/status)"
+  emit seccomp "$(awk '/^Seccomp:/ {print $2}' /proc/$PID/status)"
+  emit cap_eff "$(awk '/^CapEff/ {print $2}' /proc/$PID/status)"
+  cg=$(awk -F: '$1 == "0" {print $3}' /proc/$PID/cgroup)
+  emit cgroup "$cg"
+  emit memory_high "$(cat /sys/fs/cgroup$cg/memory.high)"
+  emit memory_current "$(cat /sys/fs/cgroup$cg/memory.current)"
+  emit memlock "$(awk '/^Max locked memory/ {print $4}' /proc/$PID/limits)"
+fi
+
+# ---- idle CPU over a fixed window, with the service loaded but not asked anything ---------------
+emit running_services "$(systemctl list-units --type=service --state=running --no-legend --plain | awk '{print $1}' | paste -sd, -)"
+emit active_timers "$(systemctl list-units --type=timer --state=active --no-legend --plain | awk '{print $1}' | paste -sd, -)"
+s1=$(head -1 /proc/stat)
+sleep "$WINDOW"
+s2=$(head -1 /proc/stat)
+emit stat_before "$s1"
+emit stat_after "$s2"
+emit idle_window_s "$WINDOW"
+emit clk_tck "$(getconf CLK_TCK)"
+
+# ---- a completion from the bundled model on loopback -----------------------------------------------
+t0=$(date +%s.%N)
+resp=$(http POST /completion '{"prompt":"The capital of France is","n_predict":8,"temperature":0,"cache_prompt":false}')
+t1=$(date +%s.%N)
+emit completion_status "$(printf '%s' "$resp" | head -1)"
+emit completion_content "$(printf '%s' "$resp" | grep -o '"content":"[^"]*"' | head -1)"
+emit completion_tokens "$(printf '%s' "$resp" | grep -o '"predicted_n":[0-9]*' | head -1)"
+emit completion_s "$(echo "$t1 - $t0" | awk '{print $1 - $3}')"
+
+# ---- hardening --------------------------------------------------------------------------------------
+emit ssh_enabled "$(systemctl is-enabled ssh.service 2>&1 | head -1)"
+emit ssh_installed "$( [ -e /usr/sbin/sshd ] && echo yes || echo no)"
+emit listening "$(ss -Hltn | awk '{print $4}' | paste -sd, -)"
+emit masked "$(systemctl list-unit-files --state=masked --no-legend --plain 2>/dev/null | awk '{print $1}' | paste -sd, -)"
+emit journald "$(systemd-analyze cat-config systemd/journald.conf 2>/dev/null | grep -E '^(Storage|SystemMaxUse|RuntimeMaxUse)=' | paste -sd' ' -)"
+emit journal_persistent "$( [ -d /var/log/journal ] && ls -A /var/log/journal | head -1)"
+
+# ---- read-only root and the persistent data partition ----------------------------------------------
+emit root_fstype "$(findmnt -no FSTYPE /)"
+emit root_source "$(findmnt -no SOURCE /)"
+emit root_options "$(findmnt -no OPTIONS /)"
+emit sysroot_lower "$(grep -E ' /run/systemd/(overlay-sysroot|volatile-root)' /proc/mounts | awk '{print $2":"$3":"$4}' | paste -sd' ' -)"
+emit data_fstype "$(findmnt -no FSTYPE "$DATA_DIR")"
+emit data_source "$(findmnt -no SOURCE "$DATA_DIR")"
+emit root_marker_before "$( [ -e /synapse-root-marker ] && cat /synapse-root-marker || echo absent)"
+emit data_marker_before "$( [ -e "$DATA_DIR/synapse-data-marker" ] && cat "$DATA_DIR/synapse-data-marker" || echo absent)"
+boot=$(cat /proc/sys/kernel/random/boot_id)
+echo "$boot" >/synapse-root-marker && emit root_marker_written "$boot"
+echo "$boot" >"$DATA_DIR/synapse-data-marker" && emit data_marker_written "$boot"
+sync
+emit end ok
+if [ "$POWEROFF" = 1 ]; then
+  systemctl poweroff --no-block
+fi

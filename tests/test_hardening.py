@@ -1,0 +1,85 @@
+"""Hardening: kernel command line security, journald, ssh, masking, idle CPU."""
+from pathlib import Path
+
+import pytest
+
+from aios_lib import hardening
+from aios_lib.cmdline import CmdlineError
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "service"
+
+
+def test_mitigations_off_refused_without_trusted_offline(make_run):
+    run = make_run({"system": {"kernel_cmdline": ["mitigations=off", "nowatchdog"]}})
+    with pytest.raises(CmdlineError, match="trusted_offline"):
+        hardening.security_cmdline(run)
+    assert run.recorded("test", "cmdline") is None  # nothing recorded for a refused line
+
+
+def test_mitigations_off_with_trusted_offline_carries_the_warning(make_run):
+    run = make_run({"machine": {"trusted_offline": True},
+                    "system": {"kernel_cmdline": ["mitigations=off", "console=ttyS0"]}})
+    line = hardening.security_cmdline(run, root_ref="PARTUUID=abc", read_only=True)
+    assert "mitigations=off" in line.tokens and line.mitigations_off
+    for w in ("audit=0", "nowatchdog", "nmi_watchdog=0", "ro", "systemd.volatile=overlay", "root=PARTUUID=abc"):
+        assert w in line.tokens, w
+    assert "rw" not in line.tokens
+    rec = run.recorded("test", "cmdline")
+    assert rec["mitigations_off"] and any("mitigations" in w for w in rec["warnings"])
+
+
+def test_blueprint_words_are_refused():
+    """The blueprint's `auditing=0 logic=no` are not kernel parameters: refused when the file loads."""
+    from aios_lib.params import ParamsError, parse_params
+
+    with pytest.raises(ParamsError, match="audit=0"):
+        parse_params({"schema_version": 1, "system": {"kernel_cmdline": ["auditing=0"]}})
+
+
+def test_journald_dropin(make_run, tmp_path):
+    run = make_run()
+    text = hardening.journald_text(run)
+    assert hardening.parse_journald_config(text) == {"Storage": "volatile", "SystemMaxUse": "50M",
+                                                     "RuntimeMaxUse": "50M"}
+    from aios_lib.settings import apply_settings
+
+    rows = apply_settings(run.runner, [hardening.journald_setting(run)], root=tmp_path)
+    assert rows[0].ok and (tmp_path / hardening.JOURNALD_DROPIN.lstrip("/")).read_text() == text
+
+
+def test_ssh_masked_when_local_only(make_run, tmp_path):
+    run = make_run()
+    assert {"ssh.service", "ssh.socket"} <= set(hardening.mask_list(run))
+    assert "bluetooth.service" in hardening.mask_list(run) and "cron.service" in hardening.mask_list(run)
+    run2 = make_run({"service": {"ssh": True}})
+    assert "ssh.service" not in hardening.mask_list(run2)
+
+
+def test_mask_units_in_a_real_tree(make_run, tmp_path):
+    """systemctl --root= masks without systemd running (a copy of this host's unit files)."""
+    import shutil
+
+    root = tmp_path / "root"
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    run = make_run()
+    rec = hardening.mask_units(run, root)
+    link = root / "etc/systemd/system/ssh.service"
+    assert link.is_symlink() and str(link.readlink()) == "/dev/null"
+    assert (root / "etc/systemd/system/cron.service").is_symlink()
+    assert "ssh.service" in rec["masked"]
+
+
+def test_idle_cpu_from_proc_stat():
+    before = (FIX / "proc-stat-before.txt").read_text()
+    after = (FIX / "proc-stat-after.txt").read_text()
+    res = hardening.idle_cpu(before, after, 5)
+    a, b = hardening.parse_proc_stat(before), hardening.parse_proc_stat(after)
+    total = b.total - a.total
+    assert res.ticks == total and 0 <= res.busy_pct <= 100
+    assert res.busy_ticks == total - (b.idle_all - a.idle_all)
+    idle = hardening.idle_cpu("cpu  10 0 10 1000 0 0 0 0 0 0", "cpu  10 0 11 1999 0 0 0 0 0 0", 10)
+    assert idle.busy_pct == pytest.approx(0.1) and not idle.meets_goal
+    with pytest.raises(ValueError):
+        hardening.idle_cpu(after, before, 5) if b.total > a.total else hardening.parse_proc_stat("")

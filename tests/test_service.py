@@ -1,0 +1,109 @@
+"""The inference service unit: generation, systemd-analyze verify/security, placement, memory, model gate."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aios_lib import service
+from aios_lib.service import ServiceError
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "service"
+
+
+def _run(make_run, service_params=None, **more):
+    return make_run({"service": {"ram_gib": 8, "memory_reserve_gib": 2, **(service_params or {})}, **more})
+
+
+def test_blueprint_trailing_comment_is_rejected_by_systemd(make_run, tmp_path):
+    """The blueprint's `MemoryHigh=28G  # Leave 4GB for OS`: systemd has no trailing comments, so
+    verify reports the value invalid and ignores it (exit status 0!): the limit silently vanishes."""
+    run = _run(make_run)
+    unit = service.Unit("ollama.service", (FIX / "blueprint-ollama.service").read_text(), "/usr/bin/ollama")
+    root = service.staging_root(run, [unit], {"/usr/bin/ollama": None}, where=tmp_path / "root")
+    v = service.verify(run, "ollama.service", root)
+    assert not v.ok
+    assert any("Invalid memory limit '28G  # Leave 4GB for OS'" in p for p in v.problems), v.problems
+    # OOMScoreAdjust=-500 # Don't kill this: also not a number
+    assert any("OOMScoreAdjust" in p or "-500 # Don't kill this" in p for p in v.problems), v.problems
+    # and the generator refuses to write such a value at all
+    with pytest.raises(ServiceError, match="trailing comments"):
+        service.render([("Service", [("MemoryHigh", "28G  # Leave 4GB for OS")])])
+
+
+def test_generated_units_have_the_requested_settings(make_run):
+    run = _run(make_run, {"threads": 3, "cpus": [0, 2, 4], "mlock": True, "nice": -5})
+    u = service.llama_unit(run, "m.gguf")
+    lines = u.text.splitlines()
+    for want in ["User=ai", "Group=ai", "CPUSchedulingPolicy=batch", "Nice=-5", "MemoryHigh=6144M",
+                 "OOMScoreAdjust=-500", "LimitMEMLOCK=infinity", "CPUAffinity=0 2 4", "Restart=always",
+                 "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
+                 "ReadOnlyPaths=/var/ai-data/models", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+                 "IPAddressDeny=any", "IPAddressAllow=localhost", "CapabilityBoundingSet=",
+                 "SystemCallFilter=@system-service"]:
+        assert want in lines, want
+    start = next(ln for ln in lines if ln.startswith("ExecStart="))
+    assert " -t 3 " in start and "--mlock" in start and "-m /var/ai-data/models/m.gguf" in start
+    assert not any(" #" in ln for ln in lines)
+    run2 = _run(make_run, {"threads": 2, "cpus": [0, 1], "mlock": False})
+    assert not any(ln.startswith("LimitMEMLOCK") for ln in service.llama_unit(run2, "m.gguf").text.splitlines())
+
+
+def test_placement_prefers_benchmark_then_survey(make_run):
+    run = _run(make_run)
+    run.results.record("01", "survey", {"cpu": {"physical_cores": 6}, "memory": {"total_bytes": 16 * 2**30}})
+    p = service.placement(run)
+    assert (p.threads, p.cpus) == (6, [0, 1, 2, 3, 4, 5]) and "phase 01" in p.source
+    run.results.record("05", "chosen", {"threads": 4, "cpus": [0, 1, 2, 3]})
+    p = service.placement(run)
+    assert (p.threads, p.cpus) == (4, [0, 1, 2, 3]) and "phase 05" in p.source
+    run3 = _run(make_run, {"threads": 1, "cpus": [1]})
+    assert service.placement(run3).source.startswith("parameters")
+
+
+def test_memory_high_from_params_survey_and_refusal(make_run):
+    run = _run(make_run)  # ram_gib 8, reserve 2
+    assert service.memory_high(run).high_bytes == 6 * 2**30
+    run = make_run({"service": {"memory_reserve_gib": 4}})
+    run.results.record("01", "survey", {"memory": {"total_bytes": 32 * 2**30}})
+    b = service.memory_high(run)
+    assert b.directive == "28672M" and "phase 01" in b.source  # the blueprint's 28G, computed
+    with pytest.raises(ServiceError, match="too little"):
+        service.memory_high(make_run({"service": {"ram_gib": 2, "memory_reserve_gib": 4}}))
+
+
+def test_parse_security_fixture():
+    for name in ("security-llama-server.txt", "security-llama-server.C.txt"):
+        s = service.parse_security((FIX / name).read_text())
+        assert s.unit == "llama-server.service"
+        assert s.exposure is not None and s.level in service.LEVEL_RANK
+        assert len(s.rows) > 60 and any(not r["set"] for r in s.rows)
+
+
+@pytest.mark.slow
+def test_generated_units_pass_verify_and_score_ok(make_run, llama_build):
+    """The real llama-server launcher in a staging tree: verify passes, exposure OK or better."""
+    run = _run(make_run, {"threads": 2, "cpus": [0, 1], "mlock": True})
+    units = [service.llama_unit(run, "m.gguf"), service.ollama_unit(run)]
+    df = service.check_units(run, units, {units[0].exec_path: llama_build.binary("llama-server"),
+                                          units[1].exec_path: None})
+    print(df.to_string())
+    for c in df.attrs["checks"]:
+        assert c.verify.ok, (c.unit.name, c.verify.problems)
+        assert c.security.exposure is not None and c.security.exposure < 5.0, c.security.exposure
+        assert c.security.ok_or_better, c.security.level
+    assert run.recorded("test", "units")[0]["verify"] == "passes"
+
+
+def test_model_gate(smollm2, tmp_path):
+    g = service.gate_model(smollm2.path, smollm2.sha256)
+    assert g.accepted and g.structure_ok and "llama" in g.detail
+    with pytest.raises(service.ModelRefused, match="sha256 mismatch"):
+        service.gate_model(smollm2.path, "0" * 64)
+    # a truncated file pinned by its own hash: the hash matches, the structure does not
+    bad = tmp_path / "truncated.gguf"
+    with open(smollm2.path, "rb") as f:
+        bad.write_bytes(f.read(4 * 2**20))
+    from aios_lib.model import sha256_file
+
+    g = service.gate_model(bad, sha256_file(bad), raise_on_refusal=False)
+    assert not g.accepted and not g.structure_ok and "malformed" in g.detail
