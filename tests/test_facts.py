@@ -222,3 +222,14 @@ def test_capture_fixture_roundtrip(runner, tmp_path):
     assert (tmp_path / "m" / "lscpu.txt") in written
     outs = {name: load_fixture(tmp_path / "m", fact) for name, fact in FACTS.items()}
     assert parse_outputs(outs)["cpu"] == gather(runner, cpu_fact.FACT)
+
+
+def test_vm_on_hybrid_host_shows_no_hybrid_split():
+    """A guest sees the topology the hypervisor invents: Alder Lake by CPUID, but no P/E split."""
+    c = parsed("i7-12700k-kvm-guest", "cpu")
+    assert c["generation"] == "Alder Lake" and c["hybrid_capable_model"]
+    assert (c["physical_cores"], c["logical_cpus"], c["hybrid"]) == (8, 16, None)
+    assert c["hypervisor_vendor"] == "KVM" and "hypervisor" in c["flags"]
+    v = parsed("i7-12700k-kvm-guest", "virt")
+    assert v["virtual"] and v["hypervisor_flag"] and v["summary"] == "virtual machine (KVM, from lscpu)"
+    assert parsed("i7-12700kf-desktop-hybrid", "virt")["summary"] == "bare metal"

@@ -1,9 +1,10 @@
-"""Virtualization: systemd-detect-virt (VM and container separately) and the cpuinfo hypervisor flag."""
+"""Virtualization: systemd-detect-virt (VM and container separately), the CPU's hypervisor flag and
+lscpu's "Hypervisor vendor"."""
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ._text import parse_cpuinfo
+from ._text import parse_cpuinfo, parse_lscpu
 from .base import Fact
 
 
@@ -13,18 +14,23 @@ def parse(o: Mapping[str, str]) -> dict[str, Any]:
     vm = None if vm == "none" else vm
     container = None if container == "none" else container
     procs = parse_cpuinfo(o.get("cpuinfo"))
-    flag = bool(procs) and "hypervisor" in procs[0].get("flags", "").split()
-    virtual = bool(vm or flag)
+    ls = parse_lscpu(o.get("lscpu"))
+    flags = (procs[0].get("flags", "") if procs else ls.get("Flags", "")).split()
+    flag = "hypervisor" in flags
+    hv_vendor = ls.get("Hypervisor vendor")
+    virtual = bool(vm or flag or hv_vendor)
     if vm:
         what = f"virtual machine ({vm})"
+    elif hv_vendor:
+        what = f"virtual machine ({hv_vendor}, from lscpu)"
     elif flag:
         what = "virtual machine (hypervisor flag set)"
     else:
         what = "bare metal"
     if container:
         what += f", inside a {container} container"
-    return {"vm": vm, "container": container, "hypervisor_flag": flag, "virtual": virtual,
-            "summary": what}
+    return {"vm": vm, "container": container, "hypervisor_flag": flag, "hypervisor_vendor": hv_vendor,
+            "virtual": virtual, "summary": what}
 
 
 FACT = Fact(
@@ -33,7 +39,9 @@ FACT = Fact(
         "virt_vm": ("systemd-detect-virt", "--vm"),
         "virt_container": ("systemd-detect-virt", "--container"),
         "cpuinfo": ("cat", "/proc/cpuinfo"),
+        "lscpu": ("lscpu", "-J"),
     },
     parse=parse,
     optional=frozenset({"virt_vm", "virt_container"}),  # exit 1 and "none" when there is none
+    fallbacks={"lscpu": ("lscpu",)},
 )
