@@ -124,6 +124,8 @@ def test_i7_12700kf_hybrid_desktop():
     assert (c["hybrid"]["p_cores"], c["hybrid"]["e_cores"]) == (8, 4)  # Intel: 8 P + 4 E
     assert c["hybrid"]["source"].startswith("inferred")
     assert c["isa"]["avx2"] and c["isa"]["avx_vnni"] and c["isa"]["avx512"] == []
+    # the Flags value was chopped at the terminal width inside words ("tsc_known_" / "freq"): rejoined
+    assert {"tsc_known_freq", "vnmi", "hwp_epp"} <= set(c["flags"]) and not {"freq", "nmi", "pp"} & set(c["flags"])
     assert c["caches"]["L3"]["total_bytes"] == 25 * 1024**2 and c["caches"]["L2"]["instances"] == 9
     # the tree layout's "Vulnerabilities:" section maps onto the flat names
     k = parsed("i7-12700kf-desktop-hybrid", "kernel")

@@ -102,16 +102,18 @@ def parse_lscpu(text: str | None) -> dict[str, str]:
     out = {}
     section = ""
     last_key: str | None = None
+    # key -> (column where its value starts, [raw physical lines]) for values that wrap
+    wrapped: dict[str, tuple[int, list[str]]] = {}
     for raw in text.splitlines():
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
-        m = re.match(r"^(\s*)([^:]+?):\s*(.*)$", raw)
+        m = re.match(r"^(\s*)([^:]+?):(\s*)(.*)$", raw)
         if not m or len(m.group(2)) > 60:
             # a wrapped continuation of the previous value (long Flags lines wrap on a terminal)
             if last_key is not None:
-                out[last_key] = (out[last_key] + " " + raw.strip()).strip()
+                wrapped[last_key][1].append(raw)
             continue
-        indent, key, value = m.groups()
+        indent, key, gap, value = m.groups()
         key = key.strip()
         value = value.strip()
         if not indent:
@@ -123,7 +125,24 @@ def parse_lscpu(text: str | None) -> dict[str, str]:
         key = _flat_name(key, section)
         out[key] = value
         last_key = key
+        wrapped[key] = (len(indent) + len(m.group(2)) + 1 + len(gap), [raw])
+    for key, (col, lines) in wrapped.items():
+        if len(lines) > 1:
+            out[key] = _join_wrapped(col, lines)
     return out
+
+
+def _join_wrapped(col: int, lines: list[str]) -> str:
+    """Join a value that lscpu wrapped over several lines.
+
+    On a terminal lscpu either wraps at word boundaries (lines of varying length) or chops at the
+    exact column width, even inside a word (every line but the last has the same length). A chop is
+    joined without adding anything; a word wrap with a space.
+    """
+    lengths = {len(x) for x in lines[:-1]}
+    if len(lines) >= 3 and len(lengths) == 1:
+        return "".join(x[col:] for x in lines).strip()
+    return " ".join(x.strip() if i else x[col:].strip() for i, x in enumerate(lines)).strip()
 
 
 def _flat_name(key: str, section: str) -> str:
