@@ -1,0 +1,514 @@
+"""Phase 3: the custom kernel.
+
+source -> starting config -> (localmodconfig) -> the table as a fragment (merge_config.sh) ->
+olddefconfig -> requested vs resulting -> build (cached, with progress) -> install + boot entry.
+
+Every command goes through the run's runner; the pure parts (``.config`` parsing, Kconfig
+symbols, the analysis) are in :mod:`aios_lib.kconfig`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import kconfig
+from .paths import cache_dir, resolve_in_project
+
+ARCH = "x86"
+
+
+class KernelError(RuntimeError):
+    """A kernel step cannot go on; the message names the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# source
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class KernelSource:
+    kind: str
+    version: str  # the series asked for, e.g. 6.12
+    key: str  # cache key (package version or git ref)
+    tree: Path
+    release: tuple[int, int, int] | None = None  # from the tree's Makefile
+    planned: bool = False
+    commands: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return (self.tree / "Makefile").exists() and (self.tree.parent / ".complete").exists()
+
+    def _repr_markdown_(self) -> str:
+        state = "ready" if self.ready else ("planned (not extracted yet)" if self.planned else "missing")
+        rel = ".".join(map(str, self.release)) if self.release else "?"
+        cmds = "\n".join(f"$ {c}" for c in self.commands)
+        return (f"**kernel source** {self.kind} {self.version} ({self.key}): Linux {rel}, {state}\n\n"
+                f"`{self.tree}`" + (f"\n\n```\n{cmds}\n```" if cmds else ""))
+
+
+def _pkg_version(run, package: str) -> str | None:
+    r = run.runner.probe(["dpkg-query", "-W", "-f=${Status} ${Version}", package], check=False, quiet=True)
+    if r.rc == 0 and "ok installed" in r.stdout:
+        return r.stdout.split()[-1]
+    return None
+
+
+def source_tree(run) -> KernelSource:
+    """Extract (once, into the cache) the kernel source the parameters name."""
+    k = run.params.kernel
+    runner = run.runner
+    if k.source == "debian-package":
+        pkg = f"linux-source-{k.version}"
+        tarball = Path(f"/usr/src/{pkg}.tar.xz")
+        pv = _pkg_version(run, pkg)
+        if pv is None or not tarball.exists():
+            runner.change(["apt-get", "install", "-y", "--no-install-recommends", pkg],
+                          note=f"Debian's kernel source {k.version}")
+            pv = _pkg_version(run, pkg) or "planned"
+        key = f"{k.version}-{pv}".replace(":", "_")
+        top = cache_dir("kernel-src", key)
+        src = KernelSource("debian-package", k.version, key, top / pkg, planned=run.plan)
+        if not src.ready:
+            r = runner.work(["tar", "-xf", str(tarball), "-C", str(top)], note="extract once into the cache",
+                            timeout=1800)
+            src.commands.append(r.cmdline)
+            if not r.planned:
+                (top / ".complete").write_text(pv + "\n")
+    elif k.source == "git":
+        key = f"git-{k.git_ref}"
+        top = cache_dir("kernel-src", key)
+        src = KernelSource("git", k.version, key, top / "linux", planned=run.plan)
+        if not src.ready:
+            r = runner.work(["git", "clone", "--depth=1", "--branch", k.git_ref, k.git_url, str(src.tree)],
+                            timeout=3600, note="a stable tag, shallow")
+            src.commands.append(r.cmdline)
+            if not r.planned:
+                (top / ".complete").write_text(k.git_ref + "\n")
+    else:  # linux-tkg: Arch's makepkg flow; planned and documented, not run here
+        top = cache_dir("kernel-src", "linux-tkg")
+        src = KernelSource("linux-tkg", k.version, "linux-tkg", top / "linux-tkg", planned=True)
+        for argv in (["git", "clone", "--depth=1", k.tkg_url, str(src.tree)],
+                     ["makepkg", "-si"]):
+            runner.change(argv, cwd=str(src.tree), note="linux-tkg (Arch): set _timer_freq=300 _tickless=1 "
+                          "_numadisable=true in customization.cfg; it forces PREEMPT, so add a *.myfrag fragment "
+                          "with the table (_config_fragments=true)")
+            src.commands.append(shlex.join(argv))
+        return src
+    if (src.tree / "Makefile").exists():
+        src.release = kconfig.tree_version((src.tree / "Makefile").read_text(errors="replace")[:2000])
+    return src
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ConfigResult:
+    source: KernelSource
+    base: str
+    build_dir: Path
+    fragment: str
+    table: list[kconfig.TableRow]
+    rows: list[kconfig.ResultRow] = field(default_factory=list)
+    base_config: dict[str, str] = field(default_factory=dict)
+    final_config: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    modules_kept: int | None = None
+    commands: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    planned: bool = False
+    seconds: float = 0.0
+
+    @property
+    def config_path(self) -> Path:
+        return self.build_dir / ".config"
+
+    @property
+    def config_hash(self) -> str | None:
+        p = self.config_path
+        return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() and not self.planned else None
+
+    def table_df(self):
+        return kconfig.rows_table(self.rows)
+
+    def summary(self) -> dict:
+        return {"base": self.base, "release": ".".join(map(str, self.source.release or ())),
+                "stuck": sum(r.stuck for r in self.rows), "rows": len(self.rows), "unknown": self.unknown,
+                "config_hash": self.config_hash, "counts": kconfig.count_config(self.final_config)
+                if self.final_config else None, "build_dir": str(self.build_dir)}
+
+    def _repr_html_(self) -> str:
+        import html as _html
+
+        warn = "".join(f"<p><b>warning:</b> {_html.escape(w)}</p>" for w in self.warnings)
+        head = warn + (f"<p><b>{self.base}</b> on Linux {'.'.join(map(str, self.source.release or ())) or self.source.version}"
+                f" &middot; build dir <code>{self.build_dir}</code></p>")
+        if self.planned or not self.rows:
+            cmds = "\n".join(f"$ {c}" for c in self.commands)
+            return head + ("<p>planned, not run: the requested-vs-resulting table appears when it runs.</p>"
+                           f"<pre>{cmds}</pre><p>fragment:</p><pre>{self.fragment}</pre>")
+        stuck = sum(r.stuck for r in self.rows)
+        return (head + f"<p>{stuck} of {len(self.rows)} rows stuck; Kconfig's unknown-symbol warnings: "
+                f"{', '.join(self.unknown) or 'none'}</p>" + self.table_df().to_html(index=False))
+
+
+def _make(src: KernelSource, build: Path, *targets: str, extra: list[str] | None = None) -> list[str]:
+    return ["make", "-C", str(src.tree), f"O={build}", f"ARCH={ARCH}", *(extra or []), *targets]
+
+
+def _fragment_file(src: KernelSource, name: str) -> Path | None:
+    for d in ("kernel/configs", f"arch/{ARCH}/configs"):
+        p = src.tree / d / name
+        if p.exists():
+            return p
+    return None
+
+
+def read_modules_list(path: str | os.PathLike | None) -> list[str]:
+    """Module names in an ``lsmod`` output file; refuses a missing or empty list.
+
+    ``make localmodconfig`` with an empty list turns every module off (=m 3852 -> 1 on Debian's
+    config), which leaves a kernel that cannot see its own disks.
+    """
+    fix = ("run `lsmod > lsmod.txt` on the target machine (with all its hardware attached and in use), "
+           "copy the file here and set kernel.lsmod_file to it")
+    if not path:
+        raise KernelError(f"localmodconfig refused: no module list given; {fix}")
+    p = resolve_in_project(path)
+    if not p.exists():
+        raise KernelError(f"localmodconfig refused: module list {p} does not exist; {fix}")
+    mods = []
+    for line in p.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if not parts or parts[0] == "Module":
+            continue
+        if re.fullmatch(r"[A-Za-z0-9_]+", parts[0]):
+            mods.append(parts[0])
+    if not mods:
+        raise KernelError(f"localmodconfig refused: module list {p} names no modules (it would strip every "
+                          f"module); {fix}")
+    return mods
+
+
+def configure(run, src: KernelSource | None = None, *, base: str | None = None,
+              options: dict[str, str] | None = None, resolve: bool | None = None,
+              label: str | None = None) -> ConfigResult:
+    """Starting config, localmodconfig, the table merged as a fragment, olddefconfig, and the
+    requested-vs-resulting table. ``base``/``options``/``resolve`` override the parameters."""
+    k = run.params.kernel
+    runner = run.runner
+    src = src or source_tree(run)
+    base = base or k.base_config
+    options = dict(k.options if options is None else options)
+    resolve = k.resolve if resolve is None else resolve
+    t0 = time.time()
+
+    index = kconfig.load_kconfig(src.tree, ARCH) if src.ready else None
+    table = kconfig.resolve_table(options, index, resolve=resolve, version=src.release)
+    frag = kconfig.fragment_text(table)
+    lsmod_mods: list[str] = []
+    warnings: list[str] = []
+    if k.localmodconfig:
+        try:
+            lsmod_mods = read_modules_list(k.lsmod_file)  # refuse before anything runs
+        except KernelError as e:
+            if not run.plan:
+                raise
+            warnings.append(f"{e} (plan mode: shown, not refused yet)")
+    inputs = {"src": src.key, "base": base, "minimum": k.minimum if base == "tinyconfig" else [],
+              "extra": k.extra_fragments, "frag": frag, "flavour": k.distro_flavour if base == "distro" else "",
+              "file": k.base_config_file if base == "file" else "", "lsmod": sorted(lsmod_mods),
+              "localversion": k.localversion}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    build = cache_dir("kernel-config", f"{src.version}-{label or base}-{key}")
+    res = ConfigResult(src, base, build, frag, table, planned=run.plan or not src.ready, warnings=warnings)
+
+    def do(argv, **kw):
+        r = runner.work(argv, **kw)
+        res.commands.append(r.cmdline)
+        return r
+
+    # 1. the starting config
+    cfg = build / ".config"
+    if base in ("tinyconfig", "defconfig"):
+        do(_make(src, build, base))
+    elif base == "distro":
+        xz = Path(f"/usr/src/linux-config-{src.version}/config.{k.distro_flavour}.xz")
+        if not xz.exists():
+            runner.change(["apt-get", "install", "-y", "--no-install-recommends", f"linux-config-{src.version}"])
+        r = runner.probe(["xz", "-dc", str(xz)], check=not run.plan, quiet=True)
+        res.commands.append(r.cmdline + f" > {cfg}")
+        runner.write_file(cfg, r.stdout, note="Debian's config") if r.rc == 0 else None
+    elif base == "running":
+        r = runner.probe(["zcat", "/proc/config.gz"], check=not run.plan, quiet=True)
+        res.commands.append(r.cmdline + f" > {cfg}")
+        runner.write_file(cfg, r.stdout, note="the running kernel's config") if r.rc == 0 else None
+    else:
+        p = resolve_in_project(k.base_config_file)
+        r = runner.probe(["cat", str(p)], check=not run.plan, quiet=True)
+        res.commands.append(f"cp {p} {cfg}")
+        runner.write_file(cfg, r.stdout, note="base config file") if r.rc == 0 else None
+    if base in ("distro", "running", "file"):
+        # a distro config names signing keys that are not here; Debian's build would look for them
+        do([str(src.tree / "scripts/config"), "--file", str(cfg), "--set-str", "SYSTEM_TRUSTED_KEYS", "",
+            "--set-str", "SYSTEM_REVOCATION_KEYS", "", "--set-str", "LOCALVERSION", ""])
+        do(_make(src, build, "olddefconfig"))
+    res.base_config = kconfig.parse_config(cfg.read_text()) if cfg.exists() and not res.planned else {}
+
+    # 2. localmodconfig, before the table (it would otherwise strip what the table turned on)
+    if k.localmodconfig:
+        lsmod = resolve_in_project(k.lsmod_file)
+        r = do(_make(src, build, "localmodconfig", extra=[f"LSMOD={lsmod}"]), input="\n" * 20000)
+        if not r.planned:
+            after = kconfig.parse_config(cfg.read_text())
+            res.modules_kept = sum(1 for v in after.values() if v == "m")
+
+    # 3. fragments: the minimum (tinyconfig), extra fragments, the table last so it wins
+    frags = []
+    if base == "tinyconfig" and k.minimum:
+        mp = build / "synapse-minimum.config"
+        runner.write_file(mp, kconfig.minimum_fragment(k.minimum))
+        frags.append(mp)
+    for name in k.extra_fragments:
+        p = _fragment_file(src, name)
+        if p is None and src.ready:
+            raise KernelError(f"kernel.extra_fragments: {name} is in neither kernel/configs nor arch/{ARCH}/configs "
+                              f"of {src.tree}")
+        frags.append(p or src.tree / "kernel/configs" / name)
+    tp = build / "synapse-table.config"
+    runner.write_file(tp, frag, note="the table as a config fragment")
+    frags.append(tp)
+    do([str(src.tree / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(build), str(cfg), *map(str, frags)],
+       cwd=str(src.tree))
+    r = do(_make(src, build, "olddefconfig"), env={"KCONFIG_WARN_UNKNOWN_SYMBOLS": "1"})
+    if not r.planned:
+        out = r.stdout + "\n" + r.stderr
+        res.unknown = kconfig.unknown_symbols(out)
+        res.overrides = kconfig.choice_overrides(out)
+        res.final_config = kconfig.parse_config(cfg.read_text())
+        res.rows = kconfig.analyze(table, res.base_config, res.final_config, index, res.unknown, src.release)
+        res.planned = False
+    res.seconds = round(time.time() - t0, 1)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# build
+# ---------------------------------------------------------------------------------------------
+_KBUILD = re.compile(r"^\s+(CC|AS|CC \[M\]|AS \[M\]|LD \[M\]|AR|LD|HOSTCC|RUSTC)\s+(\S+)")
+
+
+class KbuildProgress:
+    """Counts objects in kbuild's ``  CC      kernel/fork.o`` lines against an estimate.
+
+    Call it with each output line (the runner does); it returns the fraction done (capped below
+    1 until the build ends) so the progress line shows percent and time left.
+    """
+
+    def __init__(self, estimate: int):
+        self.estimate = max(int(estimate), 1)
+        self.objects = 0
+        self.started = time.time()
+        self.last = ""
+
+    def __call__(self, line: str) -> float | None:
+        m = _KBUILD.match(line)
+        if not m:
+            return None
+        if m.group(1).startswith(("CC", "AS")):
+            self.objects += 1
+            self.last = m.group(2)
+        return min(self.objects / self.estimate, 0.99)
+
+    def status(self) -> str:
+        el = time.time() - self.started
+        frac = min(self.objects / self.estimate, 0.99)
+        left = el / frac - el if frac > 0.02 else None
+        return (f"{self.objects}/{self.estimate} objects, {el:.0f}s elapsed"
+                + (f", ~{left:.0f}s left" if left is not None else ""))
+
+
+def estimate_objects(cfg: dict[str, str], previous: int | None = None) -> int:
+    """Objects a build will compile: the previous build's count, else a rule of thumb from the
+    .config (~1.1 objects per built-in or module symbol; measured: tinyconfig+table 6.12 ~ ...)."""
+    if previous:
+        return previous
+    c = kconfig.count_config(cfg)
+    return int(600 + 1.1 * (c["y"] + c["m"]))
+
+
+@dataclass
+class BuildResult:
+    key: str
+    dir: Path
+    target: str
+    image: Path
+    cached: bool
+    planned: bool = False
+    objects: int | None = None
+    seconds: float | None = None
+    release: str | None = None
+    command: str = ""
+
+    def as_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+    def _repr_markdown_(self) -> str:
+        if self.planned:
+            return f"**build planned, not run** (key `{self.key}`)\n\n```\n$ {self.command}\n```"
+        how = "from the cache" if self.cached else f"built in {self.seconds:.0f}s, {self.objects} objects compiled"
+        return (f"**kernel {self.release}** {self.target} {how}\n\n`{self.image}` "
+                f"({self.image.stat().st_size / 1e6:.1f} MB)" if self.image.exists() else f"missing {self.image}")
+
+
+def compiler_version(run) -> str:
+    r = run.runner.probe(["gcc", "-dumpfullversion"], check=False, quiet=True)
+    return (r.stdout.strip() or "unknown") if r.rc == 0 else "none"
+
+
+def _jobs(run) -> int:
+    j = run.params.kernel.jobs
+    return os.cpu_count() or 1 if j == "auto" else int(j)
+
+
+def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
+    """Build the configured kernel; cached by source + final .config + compiler + target."""
+    k = run.params.kernel
+    target = target or k.build_target
+    gcc = compiler_version(run)
+    chash = cfg.config_hash or "planned"
+    key = hashlib.sha256(f"{cfg.source.key}|{chash}|{gcc}|{target}".encode()).hexdigest()[:16]
+    bdir = cache_dir("kernel-build", f"{cfg.source.version}-{key}")
+    image = bdir / "arch/x86/boot/bzImage"
+    marker = bdir / ".synapse-built.json"
+    make_targets = {"bzImage": ["bzImage"], "all": ["all"], "bindeb-pkg": ["bindeb-pkg"]}[target]
+    argv = _make(cfg.source, bdir, *make_targets, extra=[f"-j{_jobs(run)}", f"LOCALVERSION={k.localversion}"])
+    if cfg.planned or run.plan:
+        r = run.runner.work(argv, note="build (planned)")
+        return BuildResult(key, bdir, target, image, False, planned=True, command=r.cmdline)
+    if marker.exists() and image.exists():
+        info = json.loads(marker.read_text())
+        return BuildResult(key, bdir, target, image, True, objects=info.get("objects"), seconds=info.get("seconds"),
+                           release=info.get("release"), command=info.get("command", ""))
+    # the final .config of the config step is this build's input
+    run.runner.write_file(bdir / ".config", cfg.config_path.read_bytes(), note="the final .config")
+    stats = cache_dir("kernel-stats") / "objects.json"
+    prev = json.loads(stats.read_text()) if stats.exists() else {}
+    skey = f"{cfg.source.version}|{cfg.base}|{target}"
+    progress = KbuildProgress(estimate_objects(cfg.final_config, prev.get(skey)))
+    t0 = time.time()
+    r = run.runner.work(argv, progress=progress, timeout=k.build_timeout_s, note="kernel build")
+    seconds = time.time() - t0
+    rel = run.runner.probe(_make(cfg.source, bdir, "-s", "kernelrelease",
+                                 extra=[f"LOCALVERSION={k.localversion}"]), quiet=True).stdout.strip()
+    prev[skey] = progress.objects
+    stats.write_text(json.dumps(prev, indent=1))
+    info = {"objects": progress.objects, "seconds": round(seconds, 1), "release": rel, "command": r.cmdline,
+            "gcc": gcc, "config_hash": chash, "source": cfg.source.key}
+    marker.write_text(json.dumps(info, indent=1))
+    return BuildResult(key, bdir, target, image, False, objects=progress.objects, seconds=round(seconds, 1),
+                       release=rel, command=r.cmdline)
+
+
+# ---------------------------------------------------------------------------------------------
+# install into a target root + systemd-boot entry
+# ---------------------------------------------------------------------------------------------
+def boot_entry(title: str, release: str, root_spec: str, cmdline: list[str], initrd: bool = True) -> str:
+    """A systemd-boot Type #1 entry (paths are relative to the ESP)."""
+    lines = [f"title   {title} ({release})", f"version {release}", f"linux   /vmlinuz-{release}"]
+    if initrd:
+        lines.append(f"initrd  /initrd.img-{release}")
+    lines.append("options " + " ".join([f"root={root_spec}", *cmdline]))
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class InstallPlan:
+    root: str
+    release: str
+    commands: list[str]
+    entry: str
+    planned: bool
+
+    def _repr_markdown_(self) -> str:
+        state = "planned, not run" if self.planned else "done"
+        cmds = "\n".join(f"$ {c}" for c in self.commands)
+        return (f"**install into `{self.root}`** ({state})\n\n```\n{cmds}\n```\n\nboot entry:\n\n```\n{self.entry}```")
+
+
+def install(run, cfg: ConfigResult, built: BuildResult, root: str | None = None,
+            root_spec: str = "PARTUUID=<root partition>") -> InstallPlan:
+    """Install the kernel (and its modules) into the target root and add a systemd-boot entry.
+
+    ``root`` is the mounted target root (see :func:`install_into_target`). Without one, or with
+    ``kernel.install.enabled: false``, the commands are shown and not run.
+    """
+    k = run.params.kernel
+    ins = k.install
+    root = root or (ins.root if ins.root != "auto" else None)
+    release = built.release or f"<release>{k.localversion}"
+    runner = run.runner
+    if not run.plan and (root is None or not ins.enabled or cfg.planned or built.planned):
+        from .journal import Journal
+        from .runner import Runner
+
+        runner = Runner(journal=Journal(None), plan=True, phase=run.phase)  # shown, never run
+    root = root or "/mnt/target"
+    esp = Path(root) / ins.esp.lstrip("/")
+    cmds: list[str] = []
+    src, bdir = cfg.source, built.dir
+    if ins.method == "bindeb-pkg":
+        debs = sorted(bdir.parent.glob(f"linux-image-{release}_*.deb"), key=lambda p: p.stat().st_mtime)
+        deb = debs[-1] if debs else bdir.parent / f"linux-image-{release}_<version>_amd64.deb"
+        cmds.append(runner.change(["install", "-D", "-m", "0644", str(deb), f"{root}/tmp/{deb.name}"]).cmdline)
+        cmds.append(runner.change(["dpkg", "-i", f"/tmp/{deb.name}"], root=root).cmdline)
+    else:
+        cmds.append(runner.change(_make(src, bdir, "modules_install",
+                                        extra=[f"INSTALL_MOD_PATH={root}", "INSTALL_MOD_STRIP=1"])).cmdline)
+        cmds.append(runner.change(["install", "-D", "-m", "0644", str(bdir / ".config"),
+                                   f"{root}/boot/config-{release}"]).cmdline)
+        cmds.append(runner.change(["install", "-D", "-m", "0644", str(built.image),
+                                   f"{root}/boot/vmlinuz-{release}"]).cmdline)
+        cmds.append(runner.change(["update-initramfs", "-c", "-k", release], root=root).cmdline)
+    # systemd-boot reads the kernel and initramfs from the ESP
+    cmds.append(runner.change(["install", "-D", "-m", "0644", f"{root}/boot/vmlinuz-{release}",
+                               f"{esp}/vmlinuz-{release}"]).cmdline)
+    cmds.append(runner.change(["install", "-D", "-m", "0644", f"{root}/boot/initrd.img-{release}",
+                               f"{esp}/initrd.img-{release}"]).cmdline)
+    entry = boot_entry(ins.entry_title, release, root_spec, ins.cmdline)
+    r = runner.write_file(esp / "loader/entries" / f"synapse-{release}.conf", entry, note="systemd-boot entry")
+    cmds.append(r.cmdline)
+    return InstallPlan(str(root), release, cmds, entry, planned=runner.plan)
+
+
+def install_into_target(run, cfg: ConfigResult, built: BuildResult) -> InstallPlan:
+    """Install into phase 02's target (image or disk), mounted through :mod:`aios_lib.image`;
+    with ``target.kind: none`` or ``kernel.install.enabled: false`` only shows the commands."""
+    if run.params.target.kind == "none" or not run.params.kernel.install.enabled or run.plan:
+        return install(run, cfg, built)
+    from . import image
+
+    target = image.open_target(run)
+    with target.mounted() as root:
+        return install(run, cfg, built, root=str(root), root_spec=_root_spec(run, root))
+
+
+def _root_spec(run, root) -> str:
+    r = run.runner.probe(["findmnt", "-n", "-o", "PARTUUID", "--target", str(root)], check=False, quiet=True)
+    pu = r.stdout.strip()
+    return f"PARTUUID={pu}" if pu else "PARTUUID=<root partition>"
+
+
+def record(run, cfg: ConfigResult, built: BuildResult | None = None) -> dict:
+    """Keep what later phases and comparisons need in results.json."""
+    out = {"config": cfg.summary(), "table": [r.as_dict() for r in cfg.rows],
+           "build": built.as_dict() if built else None}
+    run.record("kernel", out)
+    return out
