@@ -139,7 +139,12 @@ class Runner:
         if root is not None:
             argv = self._in_root(Path(root), argv)
         if kind == DESTRUCTIVE:
-            self._guard(argv, device)
+            if self.plan and device and not (_device_keys(device) & set(self.confirmed_devices)):
+                # plan mode runs nothing: list the step, and say that a real run would refuse it
+                note = (note + "; " if note else "") + (f"a real run refuses this until target.confirm is "
+                                                        f"exactly {device!r}")
+            else:
+                self._guard(argv, device)
         started = time.time()
         if self.plan and kind != PROBE:
             result = CommandResult(

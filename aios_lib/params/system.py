@@ -1,26 +1,47 @@
 """Phase 2: the base system (partitioning, bootstrap, configuration, boot).
 
-Extended by the base-system phase; the defaults describe the blueprint's choices as corrected.
+Extended by the base-system phase; the defaults describe the blueprint's choices as corrected:
+
+* mount options: the blueprint's ``noatime, nodiratime, discard=async, commit=60`` is not valid
+  for XFS (``commit=`` is ext4/btrfs, ``discard=async`` is btrfs); ``noatime`` alone is what XFS
+  takes, and ``nodiratime`` is implied by it. Validated against ``filesystem`` when the file loads.
+* kernel command line: the blueprint's ``auditing=0 logic=no`` are not kernel parameters;
+  ``audit=0`` is. Unknown names are errors when the file loads; ``mitigations=off`` also needs
+  ``machine.trusted_offline: true`` (checked by the phase before anything runs).
+* zram: ``zram-fraction`` is deprecated; ``zram-size = ram`` is the same thing.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from .base import Section
+
+#: the blueprint's section 1.2 and 5.1 units, plus Debian's periodic jobs that wake an idle box.
+#: Only those that exist in the target are masked; the record lists which.
+DEFAULT_MASKS = [
+    "bluetooth.service", "cups.service", "avahi-daemon.service", "ModemManager.service",
+    "wpa_supplicant.service", "accounts-daemon.service", "upower.service", "switcheroo-control.service",
+    "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
+    "e2scrub_reap.service", "man-db.timer", "systemd-firstboot.service",
+]
 
 
 class BaseSystem(Section):
     distro: Literal["debian", "arch"] = "debian"
     suite: str = "bookworm"  # debian only
-    mirror: str = "auto"  # auto: the host's apt source (debian) / mirrorlist (arch)
-    packages: list[str] = Field(default_factory=list)  # extra packages on top of the distro's base list
+    mirror: str = "auto"  # auto: the host's apt source (debian) / the host's mirrorlist (arch)
+    #: arch: the pacstrap package list (the blueprint's, plus a kernel, xfsprogs, dracut and
+    #: zram-generator so the result boots and the settings below exist). debian: extra packages.
+    packages: list[str] = Field(default_factory=list)
     hostname: str = Field("synapse", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     filesystem: Literal["xfs", "ext4"] = "xfs"
     esp_size_mib: int = Field(512, ge=100, le=4096)
     mount_options: list[str] = ["noatime"]
-    kernel_cmdline: list[str] = ["nowatchdog", "nmi_watchdog=0", "audit=0", "transparent_hugepage=madvise"]
+    #: kernel parameters besides root=/rw (added by the phase)
+    kernel_cmdline: list[str] = ["console=tty0", "console=ttyS0,115200", "nowatchdog", "nmi_watchdog=0",
+                                 "audit=0", "transparent_hugepage=madvise"]
     thp: Literal["always", "madvise", "never"] = "madvise"
     sysctl: dict[str, str | int] = Field(default_factory=lambda: {
         "vm.swappiness": 180,  # zram is far cheaper than disk swap, so prefer it over dropping page cache
@@ -32,4 +53,40 @@ class BaseSystem(Section):
     zram_algorithm: Literal["zstd", "lz4", "lzo-rle"] = "zstd"
     journald: dict[str, str] = Field(default_factory=lambda: {
         "Storage": "volatile", "SystemMaxUse": "50M", "RuntimeMaxUse": "50M"})
-    mask_units: list[str] = ["bluetooth.service", "cups.service", "avahi-daemon.service", "ModemManager.service"]
+    mask_units: list[str] = Field(default_factory=lambda: list(DEFAULT_MASKS))
+    default_target: str = "multi-user.target"
+    #: a root autologin on this serial tty for the first boot (null: none)
+    autologin_tty: str | None = "ttyS0"
+    #: boot the finished image in QEMU and compare what the guest reports with these settings
+    verify_boot: bool = True
+    #: seconds a verification boot may take before it counts as failed (TCG: about a minute)
+    boot_timeout_s: int = Field(420, ge=30, le=3600)
+    #: reuse a finished, verified image with identical inputs from ~/.cache/synapse/base-image
+    use_image_cache: bool = True
+
+    @field_validator("mount_options")
+    @classmethod
+    def _valid_for_fs(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        from ..mountopts import normalise_mount_options
+
+        fs = info.data.get("filesystem", "xfs")
+        normalise_mount_options(fs, v)  # raises on an option the filesystem does not take
+        return v  # kept as written; the phase normalises (nodiratime) and records the warning
+
+    @field_validator("kernel_cmdline")
+    @classmethod
+    def _known_params(cls, v: list[str]) -> list[str]:
+        from ..cmdline import check_tokens
+
+        check_tokens(v, key="")
+        return v
+
+    @field_validator("sysctl")
+    @classmethod
+    def _sysctl_names(cls, v: dict) -> dict:
+        import re
+
+        bad = [k for k in v if not re.fullmatch(r"[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+", k)]
+        if bad:
+            raise ValueError(f"not sysctl names: {bad}; use dotted names such as vm.swappiness")
+        return v
