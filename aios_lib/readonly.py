@@ -84,7 +84,7 @@ def add_data_partition(run, image: Path, device: str) -> DataPartition:
                   input=f'type={LINUX_FS_GUID}, name="{DATA_LABEL}"\n', note="partition for /var/ai-data")
     after = r.probe(["sfdisk", "-J", str(image)], check=False, quiet=True)
     hit = find_data_partition(parse_sfdisk_json(after.stdout)) if after.rc == 0 else None
-    n = hit[0] if hit else len(parts) + 1
+    n = hit[0] if hit else max(len(parts), 2) + 1
     return DataPartition(n, size_bytes(size), added=True)
 
 
@@ -113,12 +113,15 @@ def parse_bls(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def volatile_entry_text(entry_text: str) -> str:
-    """The read-only variant of a BLS entry: ``rw`` -> ``ro`` and ``systemd.volatile=overlay``."""
+def volatile_entry_text(entry_text: str, options: list[str] | None = None) -> str:
+    """The read-only variant of a BLS entry: ``rw`` -> ``ro`` and ``systemd.volatile=overlay``
+    (or exactly ``options``, e.g. :func:`aios_lib.hardening.security_cmdline`'s words)."""
     lines = []
     for k, v in parse_bls(entry_text):
         if k == "title":
             v = f"{v} (read-only root)"
+        elif k == "options" and options is not None:
+            v = " ".join(options)
         elif k == "options":
             words = ["ro" if w == "rw" else w for w in v.split() if w != "systemd.volatile=overlay"]
             if "ro" not in words:
@@ -187,6 +190,44 @@ def install_volatile_entry(run, esp: str, make_default: bool = True) -> BootEntr
     entry = BootEntry(source, RO_ENTRY, text, new_default)
     run.record("boot_entry", {"source": source, "name": RO_ENTRY, "text": text, "default": new_default})
     return entry
+
+
+def root_ref_of(entry_text: str) -> str | None:
+    """``PARTUUID=...`` from the entry's ``root=`` word."""
+    for k, v in parse_bls(entry_text):
+        if k == "options":
+            for w in v.split():
+                if w.startswith("root="):
+                    return w[len("root="):]
+    return None
+
+
+def install_volatile_entry_dir(run, efi: Path, options_for=None, make_default: bool = True) -> BootEntry:
+    """Like :func:`install_volatile_entry` on a directory holding the ESP's files (mounted, or
+    staged by the base phase and copied back with mtools). ``options_for(root_ref)`` gives the
+    entry's words (default: the source entry's, ``ro`` + ``systemd.volatile=overlay``)."""
+    r = run.runner
+    efi = Path(efi)
+    conf_path = efi / "loader/loader.conf"
+    conf = conf_path.read_text() if conf_path.exists() else ""
+    default = parse_loader_default(conf)
+    entries = sorted(p.name for p in (efi / "loader/entries").glob("*.conf") if p.name != RO_ENTRY) \
+        if (efi / "loader/entries").is_dir() else []
+    source = default if default in entries else (entries[0] if entries else None)
+    if source is None:
+        if run.plan:
+            return BootEntry("<default entry>", RO_ENTRY, "(planned)\n", RO_ENTRY)
+        raise RuntimeError(f"no boot entry under {efi}/loader/entries")
+    src_text = (efi / "loader/entries" / source).read_text()
+    options = options_for(root_ref_of(src_text)) if options_for else None
+    text = volatile_entry_text(src_text, options)
+    r.write_file(efi / "loader/entries" / RO_ENTRY, text, note="read-only root boot entry")
+    new_default = default or source
+    if make_default:
+        r.write_file(conf_path, loader_conf_default(conf, RO_ENTRY), note="boot the read-only entry by default")
+        new_default = RO_ENTRY
+    run.record("boot_entry", {"source": source, "name": RO_ENTRY, "text": text, "default": new_default})
+    return BootEntry(source, RO_ENTRY, text, new_default)
 
 
 def initrd_has_volatile(lsinitrd_text: str) -> bool:

@@ -237,6 +237,8 @@ def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: 
             # the pinned hash is checked at every start: a changed model never gets loaded
             ("ExecStartPre", f"/usr/bin/sha256sum --check --status {model}.sha256"),
             ("ExecStart", shlex.join(args)),
+            # the launcher's RUNPATH names the build folder; its lib*.so files sit next to it here
+            ("Environment", f"LD_LIBRARY_PATH={sp.install_dir}"),
             *_common_service(run, budget, place),
             ("ReadOnlyPaths", f"{sp.data_dir}/models"),
             *SANDBOX, *_network(run),
@@ -475,3 +477,93 @@ def gate_model(path: Path, sha256: str, raise_on_refusal: bool = True) -> ModelG
 
 def asdict_gate(g: ModelGate) -> dict:
     return asdict(g)
+
+
+def gate_provisioned(run, info) -> ModelGate | str:
+    """The gate for the model phase 04 provisioned (``runtime.model``), or why it cannot run yet."""
+    if getattr(info, "planned", False) or not Path(str(info.path)).exists():
+        return f"planned: `{Path(str(info.path)).name}` is checked against sha256 `{run.params.runtime.model.sha256}` once fetched"
+    gate = gate_model(Path(str(info.path)), run.params.runtime.model.sha256, raise_on_refusal=False)
+    run.record("model_gate", asdict(gate))
+    if not gate.accepted:
+        raise ModelRefused(f"model {info.path} refused: {gate.detail}")
+    return gate
+
+
+def model_file_name(run) -> str:
+    m = run.params.runtime.model
+    if m.kind == "pypi-wheel":
+        return Path(m.member).name
+    if m.kind == "path":
+        return Path(str(m.path)).name
+    return Path(str(m.url)).name.split("?")[0]
+
+
+#: the blueprint's section 4.1 example, verbatim (the trailing comments make two lines invalid)
+BLUEPRINT_OLLAMA = """[Unit]
+Description=Ollama Service (High Priority)
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/ollama serve
+User=ai-user
+Group=ai-user
+Restart=always
+# Optimization priorities
+CPUSchedulingPolicy=batch
+Nice=-5
+MemoryHigh=28G  # Leave 4GB for OS
+OOMScoreAdjust=-500 # Don't kill this
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def blueprint_example(run) -> VerifyResult:
+    """``systemd-analyze verify`` on the blueprint's unit as written (in a staging tree)."""
+    unit = Unit("ollama.service", BLUEPRINT_OLLAMA, "/usr/bin/ollama")
+    root = staging_root(run, [unit], {"/usr/bin/ollama": None}, where=Path(run.dir) / "blueprint-unit-root")
+    return verify(run, "ollama.service", root)
+
+
+# ---- installing into a system tree -------------------------------------------------------------------
+@dataclass
+class Installed:
+    unit: str
+    binary_dir: str
+    model: str
+    user: str
+    files: int
+
+    def _repr_markdown_(self) -> str:
+        return (f"installed `{self.unit}` (enabled): llama.cpp in `{self.binary_dir}` ({self.files} files), "
+                f"model `{self.model}` (+ pinned `.sha256`), user `{self.user}`")
+
+
+def install(run, root: Path, bin_dir: Path, model_file: Path, sha256: str, unit: Unit) -> Installed:
+    """Install llama.cpp's bin folder, the service user, the verified model and the unit into
+    ``root`` (a mounted image; ``<root>/<data_dir>`` should be the data partition, mounted)."""
+    sp = run.params.service
+    r = run.runner
+    root = Path(root)
+    dest = root / sp.install_dir.lstrip("/")
+    r.change(["mkdir", "-p", str(dest)])
+    r.change(["cp", "-a", f"{bin_dir}/.", str(dest)], note="llama.cpp launcher + lib*.so")
+    r.change(["chown", "-R", "root:root", str(dest)])
+    have = r.probe(["grep", "-q", f"^{sp.user}:", str(root / "etc/passwd")], check=False, quiet=True)
+    if have.rc != 0:
+        r.change(["useradd", "--root", str(root), "--system", "--user-group", "--no-create-home",
+                  "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", sp.user],
+                 note="dedicated service user")
+    models = root / sp.data_dir.lstrip("/") / "models"
+    r.change(["install", "-d", "-m", "0755", str(models)])
+    target = f"{sp.data_dir}/models/{Path(model_file).name}"
+    r.change(["install", "-m", "0644", str(model_file), str(models / Path(model_file).name)],
+             note="the verified model onto the data partition")
+    r.write_file(models / (Path(model_file).name + ".sha256"), f"{sha256}  {target}\n", mode=0o644,
+                 note="pinned hash, checked by ExecStartPre at every start")
+    r.write_file(root / "etc/systemd/system" / unit.name, unit.text, mode=0o644, note="inference service")
+    r.change(["systemctl", f"--root={root}", "enable", unit.name])
+    n = len(list(Path(bin_dir).iterdir())) if Path(bin_dir).exists() else 0
+    return Installed(unit.name, sp.install_dir, target, sp.user, n)

@@ -1,24 +1,17 @@
 #!/bin/bash
-# Synapse OS guest check (phase 06). Runs inside the booted image from synapse-check.service and
-# prints one `SYNAPSE-CHECK key=value` line per fact on the console (the host reads the serial log).
-# Settings come from /etc/synapse/check.env: UNIT PORT WINDOW DATA_DIR POWEROFF.
+# Synapse OS guest check (phase 06): an extra check of the base system's guest self-check
+# (/usr/local/lib/aios/checks.d/synapse.sh), which runs only in QEMU verification boots, after the
+# boot has finished, with stdout on ttyS0. One `AIOS-CHECK syn_<key>=value` line per fact.
+# The phase writes the settings below (@@...@@) when it installs the script.
 set -u
-[ -r /etc/synapse/check.env ] && . /etc/synapse/check.env
-UNIT=${UNIT:-llama-server.service}
-PORT=${PORT:-8080}
-WINDOW=${WINDOW:-30}
-DATA_DIR=${DATA_DIR:-/var/ai-data}
-POWEROFF=${POWEROFF:-1}
+UNIT=@@UNIT@@
+PORT=@@PORT@@
+WINDOW=@@WINDOW@@
+DATA_DIR=@@DATA_DIR@@
 
-emit() { printf 'SYNAPSE-CHECK %s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\r' '  ' | sed 's/  *$//')" >/dev/console; }
+emit() { printf '\nAIOS-CHECK syn_%s=%s\n' "$1" "$(printf '%s' "$2" | tr '\n\r' '  ' | sed 's/  *$//')"; }
 
 emit begin "$(date -u +%FT%TZ) boot_id=$(cat /proc/sys/kernel/random/boot_id)"
-emit cmdline "$(cat /proc/cmdline)"
-
-# the boot must be over before idle is measured (this unit is Type=simple, so it does not hold it up)
-state=$(timeout 600 systemctl is-system-running --wait 2>&1)
-emit system_state "$state"
-emit failed_units "$(systemctl list-units --failed --no-legend --plain | awk '{print $1}' | paste -sd, -)"
 
 # ---- the inference service --------------------------------------------------------------------
 http() { # http METHOD PATH [BODY]: raw HTTP/1.0 over bash's /dev/tcp (no curl in the image)
@@ -35,7 +28,7 @@ for i in $(seq 1 300); do
   case "$health" in *" 200"*) break ;; esac
   sleep 2
 done
-emit health_wait_s "$((i * 2))"
+emit health_wait_s "$(( (i - 1) * 2 ))"
 emit health "$health"
 emit active "$(systemctl is-active "$UNIT")"
 PID=$(systemctl show -p MainPID --value "$UNIT")
@@ -101,6 +94,3 @@ echo "$boot" >/synapse-root-marker && emit root_marker_written "$boot"
 echo "$boot" >"$DATA_DIR/synapse-data-marker" && emit data_marker_written "$boot"
 sync
 emit end ok
-if [ "$POWEROFF" = 1 ]; then
-  systemctl poweroff --no-block
-fi
