@@ -133,7 +133,7 @@ class KconfigIndex:
         return [m for m in s.choice.members if m != name]
 
 
-_KEYWORD = re.compile(r"^(\w+)\b\s*(.*)$")
+_KEYWORD = re.compile(r"^([\w-]+)\s*(.*)$")
 _TYPES = {"bool", "tristate", "int", "string", "hex", "def_bool", "def_tristate"}
 _STR = re.compile(r'^"((?:[^"\\]|\\.)*)"\s*(?:if\s+(.*))?$')
 
@@ -204,6 +204,8 @@ def parse_kconfig_text(text: str, filename: str, index: KconfigIndex, stack: lis
         if not m:
             continue
         kw, rest = m.group(1), m.group(2).strip()
+        if rest.startswith(("=", ":=", "+=")):  # a macro (scripts/Kconfig.include), not a keyword
+            continue
         where = f"{filename}:{no}"
         if kw in ("config", "menuconfig"):
             name = rest.split()[0] if rest else ""

@@ -11,6 +11,8 @@ SYSTEM_PACKAGES=(
   build-essential cmake ninja-build git pkg-config bc bison flex libelf-dev libssl-dev dwarves cpio kmod
   # kernel sources (6.12 has EEVDF) and a static busybox for the tiny-kernel boot test
   linux-source-6.12 linux-config-6.12 busybox-static xz-utils
+  # the older 6.1 tree (CFS, no EEVDF) for the phase 03 comparison test
+  linux-source-6.1 linux-config-6.1
   # disks and the base system
   parted fdisk dosfstools xfsprogs e2fsprogs debootstrap arch-install-scripts systemd-boot systemd-boot-efi mtools zstd util-linux
   # boots under QEMU with UEFI firmware
