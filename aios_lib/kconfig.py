@@ -573,8 +573,6 @@ def resolve_table(options: Mapping[str, str], index: KconfigIndex | None, resolv
         if sym not in index:
             row.symbol, row.want, row.how = req, value, "unknown"
             row.lines = [_line(req, value)]
-            if req in ABSENT_NOTES:
-                row.notes.append(ABSENT_NOTES[req])
             continue
         s = index.get(sym)
         member = f"{sym}_{value}"
@@ -747,6 +745,9 @@ def analyze(rows: list[TableRow], base: Mapping[str, str], final: Mapping[str, s
             row.reason = f"{sym} does not exist in this {_version_str(version)} tree ({said}); dropped"
             if r.requested in ABSENT_NOTES:
                 row.reason += f": {ABSENT_NOTES[r.requested]}"
+            if r.requested in RENAMES and RENAMES[r.requested][0] in index.symbols:
+                new = RENAMES[r.requested][0]
+                row.reason += f"; it was renamed {new} upstream, and {new}={_norm(final.get(new))} in the result"
         elif ok:
             row.status = "renamed (stuck)" if r.how == "renamed" else "stuck"
             row.reason = f"applied as {sym} ({RENAMES[r.requested][0]} is the current name)" if r.how == "renamed" else ""
@@ -762,7 +763,8 @@ def analyze(rows: list[TableRow], base: Mapping[str, str], final: Mapping[str, s
             elif unmet is not None:
                 row.status, row.reason, row.depends = unmet
             elif r.how == "literal" and not s.has_prompt:
-                members = [m for m in index.symbols if m.startswith(sym + "_") and index.get(m).choice]
+                m_ = index.get(f"{sym}_{r.value}")
+                members = m_.choice.members if m_ is not None and m_.choice else []
                 row.status = "no prompt"
                 row.reason = (f"{sym} has no prompt: olddefconfig recomputes it from its default"
                               + (f" (the {'/'.join(members)} choice)" if members else ""))

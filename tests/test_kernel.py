@@ -178,3 +178,16 @@ def test_debian_61_tree_differs(make_run):
     assert "mitigations=auto" in by["SPECULATION_MITIGATIONS"].notes  # 6.1 lets the cmdline turn them back on
     assert by["HZ"].stuck and config_value(cfg.final_config, "HZ") == "300"
     assert by["NO_HZ_FULL"].stuck and by["PREEMPT_VOLUNTARY"].stuck
+
+
+@pytest.mark.slow
+def test_localmodconfig_with_a_module_list(make_run, src612, fixtures):
+    run = make_run(_params(base_config="distro", localmodconfig=True,
+                           lsmod_file=str(fixtures / "kernel" / "lsmod-kvm-guest.txt")))
+    cfg = kernel.configure(run, src612)
+    base_modules = sum(1 for v in cfg.base_config.values() if v == "m")
+    assert base_modules > 3000  # Debian's config builds thousands of modules
+    assert 5 <= cfg.modules_kept < 200, cfg.modules_kept
+    assert config_value(cfg.final_config, "VIRTIO_NET") in ("y", "m")
+    assert any("LSMOD=" in c and "localmodconfig" in c for c in cfg.commands)
+    assert sum(r.stuck for r in cfg.rows) == 7  # the table is applied after, so nothing is stripped
