@@ -380,7 +380,8 @@ def recorded_summary(s: Mapping[str, Any]) -> dict[str, Any]:
     """The handful of numbers later phases read (``recorded("01", "summary")``)."""
     c, m = s["cpu"], s["memory"]
     return {"physical_cores": c.get("physical_cores"), "logical_cpus": c.get("logical_cpus"),
-            "p_cores": (c.get("hybrid") or {}).get("p_cores"), "mem_total_bytes": m.get("total_bytes"),
+            "p_cores": (c.get("hybrid") or {}).get("p_cores"), "p_cpus": (c.get("hybrid") or {}).get("p_cpus"),
+            "threads_per_core": c.get("threads_per_core"), "mem_total_bytes": m.get("total_bytes"),
             "avx2": c["isa"].get("avx2"), "avx512": bool(c["isa"].get("avx512")), "uefi": s["firmware"].get("uefi"),
             "virtual": s["virt"].get("virtual"), "model_name": c.get("model_name"), "generation": c.get("generation")}
 
