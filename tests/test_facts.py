@@ -235,3 +235,12 @@ def test_vm_on_hybrid_host_shows_no_hybrid_split():
     v = parsed("i7-12700k-kvm-guest", "virt")
     assert v["virtual"] and v["hypervisor_flag"] and v["summary"] == "virtual machine (KVM, from lscpu)"
     assert parsed("i7-12700kf-desktop-hybrid", "virt")["summary"] == "bare metal"
+
+
+def test_lscpu_json_tree_layout():
+    """Newer util-linux nests lscpu -J fields under "children" and shortens cache names."""
+    c = parsed("i7-8750h-lscpu-json-tree", "cpu")
+    assert (c["model"], c["stepping"], c["generation"]) == (158, 10, "Coffee Lake")
+    assert (c["physical_cores"], c["logical_cpus"], c["threads_per_core"], c["hybrid"]) == (6, 12, 2, None)
+    assert c["caches"]["L2"]["total_bytes"] == int(1.5 * 1024**2) and c["caches"]["L3"]["instances"] == 1
+    assert c["isa"]["avx2"] and c["isa"]["fma"] and c["isa"]["avx512"] == [] and c["max_mhz"] == 4100.0
