@@ -283,7 +283,12 @@ def quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None =
 
 def quantize_fallbacks(log: str) -> int:
     """How many tensors llama-quantize could not give the K-type (width not a multiple of 256)."""
-    return sum(1 for ln in log.splitlines() if "fallback" in ln.lower())
+    import re
+
+    m = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback", log)
+    if m:
+        return int(m.group(1))
+    return sum(1 for ln in log.splitlines() if "falling back to" in ln)
 
 
 # ---- synthetic model ---------------------------------------------------------------------------

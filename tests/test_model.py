@@ -137,3 +137,19 @@ def test_synthetic_plan_mode_writes_nothing(make_run, tmp_path, monkeypatch):
     cmd = run.runner.history[-1]
     assert cmd.planned and "aios_lib.synthetic" in cmd.argv and "--n-embd" in cmd.argv
     assert cmd.argv[cmd.argv.index("--n-embd") + 1] == "2048"
+
+
+def test_quantize_fallbacks_parsed(fixtures):
+    log = (fixtures / "llama" / "quantize-smollm2-q4_k_m.log").read_text()
+    assert model.quantize_fallbacks(log) == 180
+    assert model.quantize_fallbacks("warning: x - ncols 576 not divisible by 256 -> falling back to q5_0\n") == 1
+
+
+def test_synthetic_vocab_is_minimal_spm():
+    from aios_lib import synthetic
+
+    tokens, scores, types = synthetic.vocab(600)
+    assert len(tokens) == len(set(tokens)) == len(scores) == len(types) == 600
+    assert tokens[:3] == ["<unk>", "<s>", "</s>"] and tokens[3 + 0x0A] == "<0x0A>"
+    with pytest.raises(ValueError):
+        synthetic.vocab(100)
