@@ -244,3 +244,15 @@ def test_lscpu_json_tree_layout():
     assert (c["physical_cores"], c["logical_cpus"], c["threads_per_core"], c["hybrid"]) == (6, 12, 2, None)
     assert c["caches"]["L2"]["total_bytes"] == int(1.5 * 1024**2) and c["caches"]["L3"]["instances"] == 1
     assert c["isa"]["avx2"] and c["isa"]["fma"] and c["isa"]["avx512"] == [] and c["max_mhz"] == 4100.0
+
+
+def test_live_lsblk_old_column_fallback(runner):
+    """util-linux < 2.37 rejects MOUNTPOINTS: the fallback asks for MOUNTPOINT and parses the same."""
+    from aios_lib.facts import disks
+
+    old = Fact("disks", {"lsblk": ("lsblk", "-J", "-b", "-o", "NAME,NO_SUCH_COLUMN"), "root": disks.FACT.commands["root"]},
+               parse=disks.parse, fallbacks={"lsblk": disks.FACT.fallbacks["lsblk"]})
+    via_fallback = gather(runner, old)
+    assert runner.history[0].rc != 0 and "MOUNTPOINT," in runner.history[1].cmdline
+    assert via_fallback["root_disk"] == gather(runner, disks.FACT)["root_disk"]
+    assert [d["path"] for d in via_fallback["disks"]] == [d["path"] for d in gather(runner, disks.FACT)["disks"]]
