@@ -254,7 +254,8 @@ def quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None =
     stem = Path(model.path).stem
     for suffix in (".Q4_1", ".F16", ".F32", ".f16", ".f32"):
         stem = stem.removesuffix(suffix)
-    key = (model.sha256 or "nosha")[:12]
+    # synthetic models are named by their spec key (known in plan mode too), others by their sha256
+    key = (model.source.get("key") if isinstance(model.source, dict) else None) or (model.sha256 or "nosha")[:12]
     out = Path(out_dir) / f"{stem}.{qtype}.{key}.gguf"
     name = f"{model.name} → {qtype}"
     if out.exists():
