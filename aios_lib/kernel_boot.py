@@ -24,6 +24,7 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 exec 0</dev/console 1>/dev/console 2>&1
 /bin/busybox --install -s /bin
+dmesg -n 1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 sec() { echo; echo "@@SYNAPSE-BEGIN $1"; }
@@ -75,14 +76,18 @@ def parse_boot_output(text: str) -> dict:
     """Serial console output -> {uname, cmdline, thp, nohz_full, dmesg, config (dict), done}."""
     text = text.replace("\r", "")
     sections = {m.group(1): m.group(2).strip("\n") for m in _SECTION.finditer(text)}
-    thp = sections.get("thp", "")
+    # "always [madvise] never"; kernel messages can interleave with the console output
+    raw_thp = sections.get("thp", "")
+    mm = re.search(r"\[?always\]?\s+\[?madvise\]?\s+\[?never\]?", raw_thp)
+    thp = mm.group(0) if mm else raw_thp.strip()
     m = re.search(r"\[(\w+)\]", thp)
     return {
         "uname": sections.get("uname", "").strip() or None,
         "cmdline": sections.get("cmdline", "").strip() or None,
         "thp": thp.strip() or None,
         "thp_mode": m.group(1) if m else None,
-        "nohz_full": sections.get("nohz_full", "").strip() or None,
+        "nohz_full": next((l.strip() for l in sections.get("nohz_full", "").splitlines()
+                           if re.fullmatch(r"[0-9,-]+|\(null\)", l.strip())), None),
         "dmesg": [l for l in sections.get("dmesg", "").splitlines() if l.strip()],
         "config": kconfig.parse_config(sections.get("config", "")),
         "done": "@@SYNAPSE-DONE" in text,
