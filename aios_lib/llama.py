@@ -82,6 +82,7 @@ class LlamaBuild:
     version: str = ""  # what `llama-bench --version` prints (first line)
     native_in_effect: bool | None = None  # GGML_NATIVE as CMakeCache.txt has it
     march: str | None = None  # the -march the compile lines use (native builds)
+    built_seconds: float | None = None  # how long the build took when it was made (kept when cached)
 
     def binary(self, name: str) -> Path:
         return self.bin_dir / name
@@ -95,7 +96,8 @@ class LlamaBuild:
         if self.planned:
             head = f"**planned, not built**: llama.cpp `{self.label}` build (key `{self.key}`)"
         else:
-            how = "from cache" if self.cached else f"built in {self.seconds:.0f} s"
+            took = f" (built in {self.built_seconds:.0f} s)" if self.built_seconds else ""
+            how = f"from cache{took}" if self.cached else f"built in {self.seconds:.0f} s"
             head = f"llama.cpp `{self.label}` build, {how}: `{self.bin_dir}`"
         opts = " ".join(f"-D{k}={v}" for k, v in self.cmake_options.items())
         rows = [head, "", f"- source: {self.source}", f"- compiler: {self.compiler}",
@@ -320,6 +322,7 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
         if not data.get("features") and not run.plan:  # recorded by an older Synapse: ask the binary
             data["version"], data["features"] = binary_report(run, bin_dir, targets)
             meta.write_text(json.dumps(data, indent=2))
+        data.setdefault("built_seconds", data.get("seconds"))
         data.update(bin_dir=bin_dir, cached=True, seconds=None, planned=False, source=source)
         return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
 
@@ -346,7 +349,7 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
     result.march = _march(bdir)
     r.work(["rm", "-rf", str(bin_dir)])
     r.work(["cp", "-a", f"{bdir}/bin", str(bin_dir)], note="cache the whole bin folder (launchers + .so)")
-    result.seconds = round(seconds, 1)
+    result.seconds = result.built_seconds = round(seconds, 1)
     result.version, result.features = binary_report(run, bin_dir, targets)
     meta.write_text(json.dumps({k: v for k, v in result.to_dict().items()
                                 if k not in ("bin_dir", "cached", "planned")}, indent=2))

@@ -273,13 +273,27 @@ def quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None =
         run.runner.work(argv, note=f"quantize to {qtype}")  # plan mode: listed, not run
         return ModelInfo(path=out, sha256=None, name=name, planned=True, synthetic=model.synthetic,
                          source={"kind": "quantized", "qtype": qtype})
-    res = run.runner.work(argv, note=f"quantize to {qtype}", timeout=7200)
+    res = run.runner.work(argv, note=f"quantize to {qtype}", timeout=7200, progress=quantize_progress)
     tmp.replace(out)
     info = inspect_gguf(out, name=name, synthetic=model.synthetic)
     info.source = {"kind": "quantized", "from": str(model.path), "from_sha256": model.sha256, "qtype": qtype,
                    "cached": False, "seconds": round(res.duration, 2),
                    "fallbacks": quantize_fallbacks(res.stdout + res.stderr)}
     return info
+
+
+_QPROG = None
+
+
+def quantize_progress(line: str) -> float | None:
+    """Fraction done from llama-quantize's ``[  63/ 147] blk.6.ffn_down.weight ...`` lines."""
+    import re
+
+    global _QPROG
+    if _QPROG is None:
+        _QPROG = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
+    m = _QPROG.match(line)
+    return int(m.group(1)) / int(m.group(2)) if m and int(m.group(2)) else None
 
 
 def quantize_fallbacks(log: str) -> int:

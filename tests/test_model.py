@@ -153,3 +153,8 @@ def test_synthetic_vocab_is_minimal_spm():
     assert tokens[:3] == ["<unk>", "<s>", "</s>"] and tokens[3 + 0x0A] == "<0x0A>"
     with pytest.raises(ValueError):
         synthetic.vocab(100)
+
+
+def test_quantize_progress():
+    assert model.quantize_progress("[  63/ 147] blk.6.ffn_down.weight  - [ 8192, 2048, 1, 1], type = f16,") == 63 / 147
+    assert model.quantize_progress("llama_model_quantize_impl: model size = 2107 MiB") is None
