@@ -376,3 +376,9 @@ def binary_report(run, bin_dir: Path, targets: list[str]) -> tuple[str, list[str
                     check=False, quiet=True, timeout=60)
         feats = parse_features((s.stdout or "") + (s.stderr or ""))
     return version or text.strip()[:200], feats
+
+
+def build_generic(run) -> LlamaBuild:
+    """The generic x86-64 llama-bench (GGML_NATIVE=OFF, every optional x86 extension off) of the
+    same source: what Phase 5 benchmarks against the native build. Same key as notebook 04's."""
+    return build(run, label="generic", native=False, cmake_options=dict(GENERIC_OPTIONS), targets=["llama-bench"])

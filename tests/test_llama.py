@@ -103,7 +103,7 @@ def test_second_build_comes_from_cache(llama_build, make_run):
 @pytest.mark.slow
 def test_generic_build_has_no_avx2(make_run, llama_build):
     run = make_run()
-    g = llama.build(run, label="generic", native=False, targets=["llama-bench"])
+    g = llama.build_generic(run)
     assert g.binary("llama-bench").exists() and g.key != llama_build.key
     assert g.native_in_effect is False if g.native_in_effect is not None else True
     assert "AVX2" not in g.features and "FMA" not in g.features and "AVX512" not in g.features

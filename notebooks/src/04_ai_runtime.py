@@ -119,7 +119,7 @@ build
 # reports show the difference.
 
 # %%
-generic = (llama.build(run, label="generic", native=False, targets=["llama-bench"])
+generic = (llama.build_generic(run)
            if run.params.runtime.llama.compare_generic else None)
 run.record("build_generic", generic.to_dict() if generic else None)
 generic
