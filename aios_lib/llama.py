@@ -170,6 +170,7 @@ def fetch_source(run) -> Path:
                 "*/vendor/llama.cpp/*"], note="extract vendor/llama.cpp")
         info = {**source_identity(sp), "file": sdist.name, "sha256_verified": got}
     else:
+        r.work(["rm", "-rf", str(dest)], note="clear a half-cloned tree")
         res = r.work(["git", "clone", "--filter=blob:none", "--no-checkout", sp.url, str(dest)],
                      note="llama.cpp source from git", timeout=3600)
         r.work(["git", "-C", str(dest), "checkout", "--detach", str(sp.ref)])

@@ -63,7 +63,7 @@ def test_git_provider_is_pinned_and_planned(make_run, tmp_path, monkeypatch):
     b = llama.build(run, label="generic", native=False, targets=["llama-bench"])
     assert b.planned and b.source == {"provider": "git", "url": "https://github.com/ggml-org/llama.cpp", "ref": "b6500"}
     lines = [r.cmdline for r in run.runner.history if r.planned]
-    assert lines[0].startswith("git clone") and "checkout --detach b6500" in lines[1]
+    assert lines[0].startswith("rm -rf") and lines[1].startswith("git clone") and "checkout --detach b6500" in lines[2]
 
 
 @pytest.mark.slow
