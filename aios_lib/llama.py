@@ -383,3 +383,15 @@ def build_generic(run) -> LlamaBuild:
     """The generic x86-64 llama-bench (GGML_NATIVE=OFF, every optional x86 extension off) of the
     same source: what Phase 5 benchmarks against the native build. Same key as notebook 04's."""
     return build(run, label="generic", native=False, cmake_options=dict(GENERIC_OPTIONS), targets=["llama-bench"])
+
+
+def feature_table(*builds: LlamaBuild):
+    """CPU features each build's binary reports, side by side (planned builds show as unknown)."""
+    import pandas as pd
+
+    builds = tuple(b for b in builds if b is not None)
+    names: list[str] = []
+    for b in builds:
+        names += [f for f in b.features if f not in names]
+    rows = [{"feature": f, **{b.label: (None if b.planned else f in b.features) for b in builds}} for f in names]
+    return pd.DataFrame(rows, columns=["feature", *[b.label for b in builds]])

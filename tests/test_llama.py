@@ -109,3 +109,14 @@ def test_generic_build_has_no_avx2(make_run, llama_build):
     assert "AVX2" not in g.features and "FMA" not in g.features and "AVX512" not in g.features
     meta = json.loads((g.bin_dir.parent / "build.json").read_text())
     assert meta["cmake_options"]["GGML_AVX2"] == "OFF"
+
+
+def test_feature_table_side_by_side():
+    from pathlib import Path
+
+    a = llama.LlamaBuild(Path("/x"), "native", {}, {}, "gcc", features=["AVX2", "FMA", "OPENMP"])
+    b = llama.LlamaBuild(Path("/y"), "generic", {}, {}, "gcc", features=["OPENMP"])
+    t = llama.feature_table(a, b, None)
+    assert list(t.columns) == ["feature", "native", "generic"]
+    assert t.set_index("feature").loc["AVX2"].tolist() == [True, False]
+    assert t.set_index("feature").loc["OPENMP"].tolist() == [True, True]

@@ -124,6 +124,9 @@ generic = (llama.build_generic(run)
 run.record("build_generic", generic.to_dict() if generic else None)
 generic
 
+# %%
+llama.feature_table(build, generic)
+
 # %% [markdown]
 # ## 4. The model
 #
