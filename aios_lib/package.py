@@ -130,6 +130,10 @@ def build_image(run, force: bool = False) -> SynapseImage:
     if p.target.kind != "image":
         raise ParamsError([f"{p.source_file or 'parameters'}: target.kind must be 'image' for the Synapse OS "
                            "image (see parameters/synapse-os.yaml); write the finished image to a disk with dd"])
+    if sp.engine != "llama-server":
+        raise ParamsError([f"{p.source_file or 'parameters'}: key `service.engine`: the image bundles llama-server only; "
+                           "ollama is a separate download (its unit is generated and checked, and shipped as "
+                           "/usr/share/synapse/ollama.service): set service.engine: llama-server"])
     # everything that can refuse, before anything is written
     cmd_probe = hardening.security_cmdline(run, read_only=sp.read_only_root)
     budget = service.memory_high(run)

@@ -226,7 +226,8 @@ def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: 
     args = [exe, "-m", model, "--host", sp.host, "--port", str(sp.port), "-t", str(place.threads),
             "-c", str(sp.ctx_size), "-np", str(sp.parallel), "--metrics"]
     if sp.mlock:
-        args.append("--mlock")
+        # this llama.cpp has no --mlock any more: the load mode says it (mmap kept, as the blueprint asks)
+        args += ["-lm", "mmap+mlock"]
     args += list(sp.extra_args)
     text = render([
         ("Unit", [("Description", f"Synapse inference service (llama-server, {model_file})"),
@@ -404,17 +405,55 @@ def security(run, unit: str, root: Path) -> SecurityResult:
     return parse_security(res.stdout)
 
 
+_HELP_FLAG = re.compile(r"^\s{0,2}(-{1,2}[A-Za-z0-9][\w-]*(?:,\s*-{1,2}[A-Za-z0-9][\w-]*)*)")
+
+
+def parse_help_flags(text: str) -> set[str]:
+    """The options a program's ``--help`` lists (``-t,    --threads N`` -> {-t, --threads})."""
+    flags: set[str] = set()
+    for ln in (text or "").splitlines():
+        m = _HELP_FLAG.match(ln)
+        if m:
+            flags.update(f.strip() for f in m.group(1).split(","))
+    return flags
+
+
+def exec_flags(unit_text: str) -> list[str]:
+    """The options on the unit's ExecStart= line."""
+    for ln in unit_text.splitlines():
+        if ln.startswith("ExecStart="):
+            return [w for w in shlex.split(ln[len("ExecStart="):])[1:] if re.match(r"^-{1,2}[A-Za-z]", w)]
+    return []
+
+
+def check_arguments(run, unit: Unit, program: Path | None) -> list[str] | None:
+    """Options of ExecStart= that the program's ``--help`` does not know (systemd cannot see
+    them: a wrong flag only shows as a service that exits at once and restarts forever).
+    None when the program is not here to ask."""
+    if program is None or not Path(program).exists():
+        return None
+    env = {"LD_LIBRARY_PATH": str(Path(program).resolve().parent)}
+    res = run.runner.probe([str(program), "--help"], env=env, check=False, quiet=True, timeout=60)
+    known = parse_help_flags((res.stdout or "") + (res.stderr or ""))
+    if not known:
+        return None
+    return [f for f in exec_flags(unit.text) if f not in known]
+
+
 @dataclass
 class UnitCheck:
     unit: Unit
     verify: VerifyResult
     security: SecurityResult
+    unknown_args: list[str] | None = None
 
     def row(self) -> dict:
         return {"unit": self.unit.name, "verify": "planned" if self.verify.planned else
                 ("passes" if self.verify.ok else "FAILS"),
                 "exposure": self.security.exposure, "level": self.security.level,
-                "OK or better": self.security.ok_or_better}
+                "OK or better": self.security.ok_or_better,
+                "options known to the program": "not checked" if self.unknown_args is None else
+                ("all" if not self.unknown_args else "UNKNOWN: " + " ".join(self.unknown_args))}
 
 
 def check_units(run, units: list[Unit], executables: dict[str, Path | None], root: Path | None = None,
@@ -423,9 +462,16 @@ def check_units(run, units: list[Unit], executables: dict[str, Path | None], roo
     import pandas as pd
 
     tree = root or staging_root(run, units, executables)
-    checks = [UnitCheck(u, verify(run, u.name, tree), security(run, u.name, tree)) for u in units]
+    checks = []
+    for u in units:
+        program = executables.get(u.exec_path)
+        if program is None and root is not None:
+            program = Path(root) / u.exec_path.lstrip("/")
+        checks.append(UnitCheck(u, verify(run, u.name, tree), security(run, u.name, tree),
+                                check_arguments(run, u, program)))
     if record:
-        run.record(record, [{**c.row(), "problems": c.verify.problems, "meta": c.unit.meta,
+        run.record(record, [{**c.row(), "problems": c.verify.problems, "unknown_args": c.unknown_args,
+                             "meta": c.unit.meta,
                              "text": c.unit.text} for c in checks])
     df = pd.DataFrame([c.row() for c in checks])
     df.attrs["checks"] = checks

@@ -42,7 +42,7 @@ def test_generated_units_have_the_requested_settings(make_run):
                  "SystemCallFilter=@system-service"]:
         assert want in lines, want
     start = next(ln for ln in lines if ln.startswith("ExecStart="))
-    assert " -t 3 " in start and "--mlock" in start and "-m /var/ai-data/models/m.gguf" in start
+    assert " -t 3 " in start and "-lm mmap+mlock" in start and "-m /var/ai-data/models/m.gguf" in start
     assert not any(" #" in ln for ln in lines)
     run2 = _run(make_run, {"threads": 2, "cpus": [0, 1], "mlock": False})
     assert not any(ln.startswith("LimitMEMLOCK") for ln in service.llama_unit(run2, "m.gguf").text.splitlines())
@@ -87,6 +87,7 @@ def test_generated_units_pass_verify_and_score_ok(make_run, llama_build):
     df = service.check_units(run, units, {units[0].exec_path: llama_build.binary("llama-server"),
                                           units[1].exec_path: None})
     print(df.to_string())
+    assert df.attrs["checks"][0].unknown_args == []  # every ExecStart option is in llama-server --help
     for c in df.attrs["checks"]:
         assert c.verify.ok, (c.unit.name, c.verify.problems)
         assert c.security.exposure is not None and c.security.exposure < 5.0, c.security.exposure
@@ -107,3 +108,14 @@ def test_model_gate(smollm2, tmp_path):
 
     g = service.gate_model(bad, sha256_file(bad), raise_on_refusal=False)
     assert not g.accepted and not g.structure_ok and "malformed" in g.detail
+
+
+@pytest.mark.slow
+def test_unknown_server_option_is_caught(make_run, llama_build):
+    """systemd cannot know llama-server's options: `--mlock` (gone from this llama.cpp) would make the
+    service exit at once and restart forever. The check asks the real binary's --help."""
+    run = _run(make_run, {"threads": 2, "cpus": [0, 1], "extra_args": ["--mlock"]})
+    u = service.llama_unit(run, "m.gguf")
+    assert service.check_arguments(run, u, llama_build.binary("llama-server")) == ["--mlock"]
+    flags = service.parse_help_flags("-t,    --threads N     threads\n-lm,   --load-mode MODE  x\n        - auto: mmap\n")
+    assert {"-t", "--threads", "-lm", "--load-mode"} <= flags and "-" not in flags

@@ -17,19 +17,25 @@ emit begin "$(date -u +%FT%TZ) boot_id=$(cat /proc/sys/kernel/random/boot_id)"
 http() { # http METHOD PATH [BODY]: raw HTTP/1.0 over bash's /dev/tcp (no curl in the image)
   local body=${3:-}
   exec 3<>/dev/tcp/127.0.0.1/$PORT || return 1
-  printf '%s %s HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+  printf '%s %s HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
     "$1" "$2" "${#body}" "$body" >&3
   timeout 600 cat <&3
   exec 3<&-
 }
+emit cpu_isa "$(grep -m1 -o -w -E 'avx2|fma|f16c|bmi2|avx512f' /proc/cpuinfo | sort -u | paste -sd, -)"
 health=""
-for i in $(seq 1 300); do
+for i in $(seq 1 150); do
   health=$(http GET /health 2>/dev/null | head -1)
   case "$health" in *" 200"*) break ;; esac
   sleep 2
 done
 emit health_wait_s "$(( (i - 1) * 2 ))"
 emit health "$health"
+case "$health" in *" 200"*) ;; *)
+  emit service_show "$(systemctl show -p NRestarts -p ExecMainCode -p ExecMainStatus -p Result "$UNIT" | paste -sd' ' -)"
+  emit service_journal "$(journalctl -b -u "$UNIT" -n 25 --no-pager -o cat 2>&1 | tail -25 | paste -sd'|' -)"
+  ;;
+esac
 emit active "$(systemctl is-active "$UNIT")"
 PID=$(systemctl show -p MainPID --value "$UNIT")
 emit main_pid "$PID"
