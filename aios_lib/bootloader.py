@@ -122,7 +122,7 @@ def read_back(runner: Runner, root: Path, cmdline: Cmdline, kver: str | None, to
         _row("entry", f"loader/entries/{token}-{kver}.conf", f"loader/entries/{token}-{kver}.conf" if entry else None),
         _row("entry options", str(cmdline), entry.get("options")),
         _row("kernel on ESP", f"{token}/{kver}/linux", next((f for f in files if f == f"{token}/{kver}/linux"), None)),
-        _row("initrd on ESP", f"{token}/{kver}/initrd", next((f for f in files if f.startswith(f"{token}/{kver}/initrd")), None)),
+        _row("initrd on ESP", f"{token}/{kver}/initrd*", next((f for f in files if f.startswith(f"{token}/{kver}/initrd")), None)),
     ]
     if runner.plan and not entry:
         for c in checks:
@@ -132,6 +132,9 @@ def read_back(runner: Runner, root: Path, cmdline: Cmdline, kver: str | None, to
 
 
 def _row(item, requested, actual) -> dict:
+    if isinstance(requested, str) and requested.endswith("*"):  # a pattern: any file with that prefix
+        return {"item": item, "requested": requested, "in effect": actual,
+                "ok": bool(actual) and actual.startswith(requested[:-1])}
     if isinstance(actual, bool):
         return {"item": item, "requested": requested, "in effect": requested if actual else None, "ok": actual}
     return {"item": item, "requested": requested, "in effect": actual, "ok": actual == requested}

@@ -45,7 +45,7 @@ After=multi-user.target
 
 [Service]
 Type=oneshot
-ExecCondition=/bin/sh -c 'grep -aqs {GUEST_CHECK_TOKEN} /sys/firmware/dmi/entries/11-*/raw'
+ExecCondition=/bin/grep -aqs {GUEST_CHECK_TOKEN} /sys/firmware/dmi/tables/DMI
 ExecStart=/usr/bin/systemd-run --no-block --unit=aios-guest-check-run --property=StandardOutput=tty --property=TTYPath=/dev/ttyS0 {GUEST_CHECK_PATH}
 
 [Install]

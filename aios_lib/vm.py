@@ -80,8 +80,9 @@ def detect_accel(runner: Runner, probe_seconds: float = 8.0) -> Accel:
             if r.timed_out and "KVM internal error" not in text and "failed to" not in text:
                 acc = Accel("kvm", f"a KVM firmware boot ran {probe_seconds:.0f}s without error")
             else:
-                tail = (text.strip().splitlines() or ["exited"])[-1][:160]
-                acc = Accel("tcg", f"KVM present but unusable: {tail}")
+                lines = text.strip().splitlines() or ["exited"]
+                why = next((ln for ln in lines if "KVM internal error" in ln or "failed to" in ln), lines[-1])
+                acc = Accel("tcg", f"KVM present but unusable: {why.strip()[:160]}")
     _ACCEL_CACHE["accel"] = acc
     return acc
 

@@ -1,0 +1,113 @@
+"""QEMU boots: argv, acceleration choice, and parsing what the guest reports."""
+import os
+from pathlib import Path
+
+import pytest
+
+from aios_lib import vm
+
+FIX = Path(__file__).resolve().parent / "fixtures" / "image"
+
+
+def test_qemu_argv_uefi_snapshot_and_guest_check_marker():
+    argv = vm.qemu_argv(disk="/x.img", firmware=("/code.fd", "/vars.fd"), vars_copy="/tmp/v.fd",
+                        accel=vm.Accel("tcg", "test"))
+    s = " ".join(argv)
+    assert argv[0] == "qemu-system-x86_64" and "-accel tcg,thread=multi" in s and "-cpu max" in s
+    assert "file=/x.img,format=raw,if=virtio,cache=unsafe,snapshot=on" in s
+    assert "if=pflash,format=raw,readonly=on,file=/code.fd" in s and "-no-reboot" in argv
+    assert "type=11,value=aios-guest-check" in argv
+    k = vm.qemu_argv(kernel="/bzImage", initrd="/init.cpio", append="console=ttyS0", accel=vm.Accel("kvm", "t"),
+                     guest_check=False)
+    assert "-kernel" in k and "-initrd" in k and "-append" in k and "pflash" not in " ".join(k)
+    assert "-accel" in k and "kvm" in k and "type=11,value=aios-guest-check" not in k
+
+
+def test_accel_can_be_forced_and_is_detected_by_trying(runner, monkeypatch):
+    vm._ACCEL_CACHE.clear()
+    monkeypatch.setenv("AIOS_QEMU_ACCEL", "tcg")
+    assert vm.detect_accel(runner).name == "tcg"
+    vm._ACCEL_CACHE.clear()
+    monkeypatch.delenv("AIOS_QEMU_ACCEL")
+    acc = vm.detect_accel(runner)
+    assert acc.name in ("kvm", "tcg") and acc.reason
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert acc.name == "tcg"
+    vm._ACCEL_CACHE.clear()
+
+
+SERIAL = (
+    "[  OK  ] Reached target multi-user.target\r\n"
+    "synapse login: root (automatic login)\r\n"
+    "root@synapse:~# \r\nAIOS-CHECK-BEGIN\r\n"
+    "\x1b[0mAIOS-CHECK loader=systemd-boot 252.39\r\n"
+    "AIOS-CHECK cmdline=initrd=\\synapse\\6.1.0-50-amd64\\initrd root=PARTUUID=ab rw audit=0\r\n"
+    "root@synapse:~# AIOS-CHECK thp=always [madvise] never\r\n"
+    "AIOS-CHECK zram_algorithm=lzo-rle lzo lz4 lz4hc 842 [zstd]\r\n"
+    "AIOS-CHECK zram_disksize=2061529088\r\nAIOS-CHECK memtotal_kb=2013212\r\n"
+    "AIOS-CHECK swaps=/dev/zram0:100\r\n"
+    "AIOS-CHECK journal_run_files=1\r\nAIOS-CHECK journal_var_files=0\r\nAIOS-CHECK journal_runtime_max=50.0M\r\n"
+    "AIOS-CHECK masked=apt-daily.timer e2scrub_reap.service\r\n"
+    "AIOS-CHECK root_mount=/dev/vda2 xfs rw,noatime,attr2,inode64\r\n"
+    "AIOS-CHECK default_target=multi-user.target\r\nAIOS-CHECK hostname=synapse\r\n"
+    "AIOS-CHECK sysctl.vm.swappiness=180\r\nAIOS-CHECK failed_units=\r\nAIOS-CHECK-END\r\n"
+)
+
+
+def expectation(**kw):
+    base = dict(cmdline=["root=PARTUUID=ab", "rw", "audit=0"], masked=["apt-daily.timer", "e2scrub_reap.service"],
+                hostname="synapse", sysctl={"vm.swappiness": "180"})
+    base.update(kw)
+    return vm.Expectation(**base)
+
+
+def test_parse_report_tolerates_prompts_escapes_and_carriage_returns():
+    r = vm.parse_guest_report(SERIAL)
+    assert r["_begin"] == r["_end"] == "True"
+    assert r["loader"] == "systemd-boot 252.39" and r["thp"] == "always [madvise] never"
+    assert r["failed_units"] == "" and r["root_mount"].split()[1] == "xfs"
+
+
+def test_compare_all_rows_match():
+    rows = vm.compare(vm.parse_guest_report(SERIAL), expectation())
+    bad = [r for r in rows if not r["ok"]]
+    assert bad == []
+    names = {r["check"] for r in rows}
+    for n in ["boot loader", "kernel command line", "THP mode", "zram swap", "journal in /run only", "masked units",
+              "root mount options", "failed units"]:
+        assert n in names
+
+
+def test_compare_reports_each_mismatch():
+    text = SERIAL.replace("[madvise]", "madvise").replace("always madvise", "[always] madvise") \
+        .replace("failed_units=", "failed_units=foo.service").replace("journal_var_files=0", "journal_var_files=3")
+    rows = {r["check"]: r for r in vm.compare(vm.parse_guest_report(text), expectation(cmdline=["root=PARTUUID=ab", "rw"]))}
+    assert rows["THP mode"]["ok"] is False and rows["THP mode"]["in effect"] == "always"
+    assert rows["failed units"]["ok"] is False and rows["failed units"]["in effect"] == "foo.service"
+    assert rows["journal in /run only"]["ok"] is False
+    assert rows["kernel command line"]["ok"] is False
+    assert rows["boot loader"]["ok"] is True
+
+
+def test_missing_report_fails_every_row():
+    rows = vm.compare(vm.parse_guest_report("no check here\n"), expectation())
+    assert rows[0]["check"] == "guest check ran" and not rows[0]["ok"]
+    assert not any(r["ok"] for r in rows if r["check"] in ("boot loader", "THP mode", "failed units"))
+
+
+def test_boot_in_plan_mode_is_planned(tmp_path):
+    from aios_lib.journal import Journal
+    from aios_lib.runner import Runner
+
+    rn = Runner(journal=Journal(tmp_path / "j.jsonl"), plan=True)
+    res = vm.boot(rn, tmp_path / "none.img", workdir=tmp_path, expect=expectation())
+    assert res.planned and res.ok and not (tmp_path / "boot-OVMF_VARS.fd").exists()
+    assert rn.history[-1].argv[0] == "qemu-system-x86_64" and rn.history[-1].planned
+
+
+@pytest.mark.skipif(not (FIX / "serial-debian.log").exists(), reason="captured by the slow image test's first run")
+def test_real_serial_log_of_a_verified_boot():
+    r = vm.parse_guest_report((FIX / "serial-debian.log").read_text())
+    assert r["_end"] == "True" and r["loader"].startswith("systemd-boot")
+    assert vm.sysfs_choice(r["thp"]) == "madvise" and vm.sysfs_choice(r["zram_algorithm"]) == "zstd"
+    assert r["failed_units"] == ""
