@@ -138,6 +138,12 @@ class ConfigResult:
     def table_df(self):
         return kconfig.rows_table(self.rows)
 
+    def __repr__(self) -> str:
+        if self.planned or not self.rows:
+            return f"ConfigResult({self.base}, planned, {len(self.commands)} commands)"
+        return (f"ConfigResult({self.base}, {sum(r.stuck for r in self.rows)}/{len(self.rows)} rows stuck, "
+                f"unknown={self.unknown}, {self.build_dir})")
+
     def summary(self) -> dict:
         return {"base": self.base, "release": ".".join(map(str, self.source.release or ())),
                 "stuck": sum(r.stuck for r in self.rows), "rows": len(self.rows), "unknown": self.unknown,

@@ -54,5 +54,10 @@ def test_tiny_kernel_builds_boots_and_agrees(tmp_path):
     assert config_value(booted.config, "SCHED_EEVDF") == "n"  # no such symbol: nothing in the config
     # the whole config agrees, not only the table's rows
     assert {k: v for k, v in booted.config.items()} == cfg.final_config
+    assert "NO_HZ: Full dynticks CPUs: 1." in booted.dmesg
     rec = kernel.record(run, cfg, built)
     assert rec["config"]["stuck"] == 7
+    # the runtime caveat: below 512 MiB of RAM the same kernel starts with THP off
+    run.params.kernel.boot.memory = "256M"
+    small = kernel_boot.boot(run, built.image)
+    assert small.ok and small.thp_mode == "never" and small.config == booted.config
