@@ -140,7 +140,29 @@ def test_memory_render_with_and_without_model():
                                   model=100 * 2**20, server_other=50 * 2**20, other=2 * gib),
                 process=ProcessView(pid=1, model_rss=100 * 2**20, model_mapped=100 * 2**20))
     text = render_memory(st, width=74).plain
-    assert "model 100.0 MiB" in text and "server 50.0 MiB" in text and "free 18.0 GiB" in text
+    assert "model 100M" in text and "server 50M" in text and "free 18.0G" in text
     assert "VRAM" not in text  # no GPU: hidden
     st.gpus = parse_nvidia_smi("0, NVIDIA H100 80GB HBM3, 1843, 81559, 37\n")
     assert "VRAM0" in render_memory(st, width=74).plain
+
+
+def test_real_server_captures(fixtures):
+    """Captured from llama-server 0c1e570 with SmolLM2 (see tests/fixtures/panel/README.md)."""
+    import json
+
+    from aios_lib.panel.metrics import canonical_metrics, missing_core_metrics, parse_metrics, slot_progress
+
+    d = fixtures / "panel"
+    vals = canonical_metrics(parse_metrics((d / "metrics_0c1e570.txt").read_text()))
+    assert missing_core_metrics(vals) == []
+    assert vals["tokens_predicted_total"] == 200 and vals["tokens_predicted_seconds_total"] == pytest.approx(3.00791)
+    props = json.loads((d / "props_0c1e570.json").read_text())
+    models = json.loads((d / "v1_models_0c1e570.json").read_text())
+    meta = dict(models["data"][0]["meta"], id=models["data"][0]["id"])
+    v = model_view(props, meta, None)
+    assert v.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and v.quant == "Q4_1"
+    assert v.n_ctx == 1024 and v.n_ctx_train == 8192 and v.slots == 2 and v.n_params == 134515008
+    assert slot_progress(json.loads((d / "slots_idle_0c1e570.json").read_text())) == {}  # all idle
+    maps = parse_smaps((d / "smaps_llama_server.txt").read_text())
+    rss, mapped, path = model_resident_kb(maps, props["model_path"])
+    assert path == props["model_path"] and mapped == 94320 and 0 < rss <= mapped

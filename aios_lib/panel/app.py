@@ -90,33 +90,31 @@ def render_model(st: PanelState | None) -> Text:
         t.append("no model known yet" if not st or not st.reachable else "waiting for /props", style="dim")
         return t
     t.append(f"{m.name}\n", style="bold")
-    t.append("gguf  ", style="dim")
-    t.append(f"{m.gguf_name or ('reading header…' if m.path else '—')}\n", style="dim")
-    t.append("arch  ", style="dim")
+    t.append(f"{m.gguf_name or ('reading GGUF header…' if m.path else '—')}\n", style="dim")
     t.append(f"{m.architecture or '—'}")
-    t.append("   quant ", style="dim")
-    t.append(f"{m.quant or '—'}\n")
-    t.append("size  ", style="dim")
-    t.append(f"{format_bytes(m.size) if m.size else '—'}")
-    t.append("   params ", style="dim")
-    t.append(f"{_human_count(m.n_params)}\n")
-    t.append("ctx   ", style="dim")
-    ctx = f"{m.n_ctx:,}" if m.n_ctx else "—"
-    if m.n_ctx_train:
-        ctx += f" (train {m.n_ctx_train:,})"
-    t.append(ctx)
+    t.append(" · ", style="dim")
+    t.append(f"{m.quant or '—'}", style="bold")
+    t.append(" · ", style="dim")
+    t.append(f"{format_bytes(m.size) if m.size else '—'}\n")
+    t.append(f"{_human_count(m.n_params)}")
+    t.append(" params", style="dim")
     if m.slots:
-        t.append(f" · {m.slots} slots", style="dim")
+        t.append(f" · {m.slots}")
+        t.append(" slots", style="dim")
+    t.append("\n")
+    t.append("ctx ", style="dim")
+    t.append(f"{m.n_ctx:,}" if m.n_ctx else "—")
+    if m.n_ctx_train:
+        t.append(f" / train {m.n_ctx_train:,}", style="dim")
     t.append("\n")
     p = st.process
     if p is not None:
-        t.append("pid   ", style="dim")
-        t.append(f"{p.pid} {p.name}")
+        t.append("pid ", style="dim")
+        t.append(f"{p.pid}")
         if p.threads:
-            t.append(f" · {p.threads} thr", style="dim")
+            t.append(f" · {p.threads} threads", style="dim")
     elif st.reachable:
-        t.append("pid   ", style="dim")
-        t.append("not local: no /proc view", style="dim")
+        t.append("not a local process", style="dim")
     return t
 
 
@@ -203,9 +201,9 @@ def render_memory(st: PanelState | None, width: int = 74) -> Text:
     t.append_text(_bar([(v / m.total, MEM_STYLES[k]) for k, v in parts], max(width - 18, 10)))
     t.append(f" {format_bytes(m.total)}\n")
     labels = {"model": "model", "server": "server", "other": "other", "cache": "cache", "free": "free"}
-    for k, v in parts:
-        t.append("■ ", style=MEM_STYLES[k])
-        t.append(f"{labels[k]} {format_bytes(v)}  ")
+    for i, (k, v) in enumerate(parts):
+        t.append(("  " if i else "") + "■ ", style=MEM_STYLES[k])
+        t.append(f"{labels[k]} {_short_bytes(v)}")
     if m.model is None:
         t.append("\n")
         if st.process is not None and st.process.note:
@@ -229,6 +227,15 @@ def render_memory(st: PanelState | None, width: int = 74) -> Text:
             if g.util is not None:
                 t.append(f" {g.util:.0f}%", style="dim")
     return t
+
+
+def _short_bytes(n: float | None) -> str:
+    """92M, 4.6G: the memory legend must fit one 80-column line."""
+    if n is None:
+        return "—"
+    if n < 2**30:
+        return f"{n / 2**20:.0f}M"
+    return f"{n / 2**30:.1f}G"
 
 
 def _load_style(p: float) -> str:
@@ -320,6 +327,8 @@ class PanelApp(App):
     ENABLE_COMMAND_PALETTE = False
     CSS = """
     Screen { layout: vertical; }
+    Static { text-wrap: nowrap; text-overflow: ellipsis; }
+    #cores { text-wrap: wrap; }
     #status { height: 1; }
     #top { height: 8; }
     #model { width: 40%; height: 8; border: round $accent; padding: 0 1; }

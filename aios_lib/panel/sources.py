@@ -205,7 +205,9 @@ def model_view(props: dict | None, meta: dict | None, gguf: dict | None) -> Mode
     """Combine /props, /v1/models meta and the GGUF header (pure)."""
     props, meta, gguf = props or {}, meta or {}, gguf or {}
     path = props.get("model_path") or None
-    name = props.get("model_alias") or meta.get("id") or (Path(path).name if path else None) or gguf.get("name")
+    name = props.get("model_alias") or meta.get("id") or path or gguf.get("name")
+    if name and "/" in name:  # without --alias the server calls the model by its path
+        name = Path(name).name
     dgs = props.get("default_generation_settings") or {}
     return ModelView(
         name=name,
