@@ -191,3 +191,22 @@ def test_localmodconfig_with_a_module_list(make_run, src612, fixtures):
     assert config_value(cfg.final_config, "VIRTIO_NET") in ("y", "m")
     assert any("LSMOD=" in c and "localmodconfig" in c for c in cfg.commands)
     assert sum(r.stuck for r in cfg.rows) == 7  # the table is applied after, so nothing is stripped
+
+
+def test_plan_git_and_linux_tkg_sources(make_run):
+    """Without internet here, the git and linux-tkg sources are shown as plans."""
+    run = make_run(_params(source="git", git_ref="v6.12.20", build_target="bindeb-pkg",
+                           install={"enabled": True, "method": "bindeb-pkg"}), plan=True)
+    src = kernel.source_tree(run)
+    assert src.key == "git-v6.12.20" and not src.ready
+    clone = [r.cmdline for r in run.runner.history if r.argv[:2] == ["git", "clone"]]
+    assert clone and "--branch v6.12.20" in clone[0] and "stable/linux.git" in clone[0]
+    cfg = kernel.configure(run, src)
+    built = kernel.build(run, cfg)
+    assert built.planned and built.command.endswith("bindeb-pkg")
+    inst = kernel.install(run, cfg, built)
+    assert any(c.startswith("arch-chroot") or c.startswith("chroot") for c in inst.commands)
+    assert any("dpkg -i" in c for c in inst.commands)
+    tkg = make_run(_params(source="linux-tkg"), plan=True)
+    s2 = kernel.source_tree(tkg)
+    assert s2.planned and any("linux-tkg" in c for c in s2.commands) and any("makepkg" in c for c in s2.commands)
