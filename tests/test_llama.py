@@ -120,3 +120,19 @@ def test_feature_table_side_by_side():
     assert list(t.columns) == ["feature", "native", "generic"]
     assert t.set_index("feature").loc["AVX2"].tolist() == [True, False]
     assert t.set_index("feature").loc["OPENMP"].tolist() == [True, True]
+
+
+@pytest.mark.slow
+def test_source_date_epoch_turns_native_default_off(llama_build, make_run, tmp_path):
+    """The trap the build avoids, shown on the real ggml tree: with SOURCE_DATE_EPOCH set and no
+    explicit -DGGML_NATIVE, ggml configures a generic build; without it, a native one."""
+    run = make_run()
+    src = llama.source_dir(run)
+    opts = [f"-D{k}={v}" for k, v in llama.BASE_OPTIONS.items()]  # everything but GGML_NATIVE
+    seen = {}
+    for label, env in (("epoch", {"SOURCE_DATE_EPOCH": "1700000000"}), ("clean", {})):
+        b = tmp_path / label
+        run.runner.work(["cmake", "-S", str(src), "-B", str(b), "-G", "Ninja", *opts],
+                        env=env, unset_env=[] if env else ["SOURCE_DATE_EPOCH"])
+        seen[label] = llama.parse_cmake_cache((b / "CMakeCache.txt").read_text())["GGML_NATIVE"]
+    assert seen == {"epoch": "OFF", "clean": "ON"}
