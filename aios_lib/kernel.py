@@ -310,7 +310,7 @@ def configure(run, src: KernelSource | None = None, *, base: str | None = None,
 # ---------------------------------------------------------------------------------------------
 # build
 # ---------------------------------------------------------------------------------------------
-_KBUILD = re.compile(r"^\s+(CC|AS|CC \[M\]|AS \[M\]|LD \[M\]|AR|LD|HOSTCC|RUSTC)\s+(\S+)")
+_KBUILD = re.compile(r"^\s+(CC \[M\]|AS \[M\]|LD \[M\]|CC|AS|AR|LD|HOSTCC|RUSTC)\s+(\S+)")
 
 
 class KbuildProgress:

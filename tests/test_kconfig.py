@@ -117,7 +117,7 @@ def test_kbuild_progress_counts_objects():
     p = KbuildProgress(estimate=4)
     assert p("  CC      kernel/fork.o") == 0.25
     assert p("  AR      kernel/built-in.a") is None or p.objects == 1
-    assert p("  CC [M]  drivers/net/e1000/e1000_main.o") == 0.5
+    assert p("  CC [M]  drivers/net/e1000/e1000_main.o") == 0.5 and p.last == "drivers/net/e1000/e1000_main.o"
     assert p("make[2]: Entering directory") is None
     for _ in range(5):
         p("  AS      arch/x86/entry/entry_64.o")
