@@ -61,9 +61,20 @@ fi
 # ---- idle CPU over a fixed window, with the service loaded but not asked anything ---------------
 emit running_services "$(systemctl list-units --type=service --state=running --no-legend --plain | awk '{print $1}' | paste -sd, -)"
 emit active_timers "$(systemctl list-units --type=timer --state=active --no-legend --plain | awk '{print $1}' | paste -sd, -)"
+# per-process CPU ticks (utime + stime of /proc/PID/stat), to say who uses the idle CPU
+snap() {
+  for f in /proc/[0-9]*/stat; do read -r line <"$f" 2>/dev/null && echo "$line"; done |
+    awk '{ o = index($0, "("); c = match($0, /\) [A-Za-z] /); name = substr($0, o + 1, c - o - 1);
+           split(substr($0, c + 2), a, " "); gsub(/ /, "_", name); print $1, name, a[12] + a[13] }'
+}
+p1=$(snap)
 s1=$(head -1 /proc/stat)
 sleep "$WINDOW"
 s2=$(head -1 /proc/stat)
+p2=$(snap)
+emit idle_top "$(printf '%s\n--\n%s\n' "$p1" "$p2" | awk '$1 == "--" { second = 1; next }
+  !second { t[$1] = $3; next } ($1 in t) && $3 > t[$1] { print $3 - t[$1], $2 "[" $1 "]" }' |
+  sort -rn | head -12 | awk '{ print $2 "=" $1 }' | paste -sd, -)"
 emit stat_before "$s1"
 emit stat_after "$s2"
 emit idle_window_s "$WINDOW"

@@ -189,11 +189,19 @@ checked = package.verify_image(run, img)
 checked
 
 # %% [markdown]
-# Idle CPU (blueprint 6.2: "idle CPU < 0.1%") and what still runs after the reduction:
+# Idle CPU (blueprint 6.2: "idle CPU < 0.1%"), who used it during the window (CPU ticks per
+# process, from `/proc/PID/stat`), and what still runs after the reduction. The figure is
+# reported against the blueprint's goal, not asserted: a QEMU guest under TCG (software
+# emulation) spends measurable time in its own timer and interrupt handling, so the number that
+# matters is the one the same check prints on the real machine.
 
 # %%
 first = checked.first
-(first.idle, first.running) if first is not None and not first.planned else "no boot in this run"
+if first is not None and not first.planned:
+    display(first.idle)
+    display({"busiest during the window (process[pid]=ticks)": first.idle_top, "running services": first.running})
+else:
+    print("no boot in this run")
 
 # %% [markdown]
 # ## 7. The distributable image
