@@ -55,3 +55,24 @@ def test_double_boot_rows_from_real_boots():
     assert all(r["ok"] for r in rows), rows
     assert second["data_marker_before"] == first["data_marker_written"]
     assert second["root_marker_before"] == "absent"
+
+
+def test_image_build_refuses_mitigations_off_before_anything(tmp_path):
+    """mitigations=off without machine.trusted_offline stops the image build before any command."""
+    import yaml
+
+    from aios_lib.cmdline import CmdlineError
+    from aios_lib.params import parse_params
+
+    data = yaml.safe_load((ROOT / "parameters/synapse-os.yaml").read_text())
+    data["system"]["kernel_cmdline"] = data["system"]["kernel_cmdline"] + ["mitigations=off"]
+    run = open_run(parse_params(data, "<test>"), run_dir=tmp_path / "run", plan=True, phase="06")
+    with pytest.raises(CmdlineError, match="trusted_offline"):
+        package.build_image(run)
+    assert not [c for c in run.runner.history if c.kind in ("change", "destructive", "work")]
+    # with the machine declared trusted and offline it goes ahead (planned), the warning recorded
+    data["machine"]["trusted_offline"] = True
+    run2 = open_run(parse_params(data, "<test>"), run_dir=tmp_path / "run2", plan=True, phase="06")
+    img = package.build_image(run2)
+    assert img.planned and "mitigations=off" in img.cmdline.tokens
+    assert any("mitigations" in w for w in run2.recorded("06", "cmdline")["warnings"])
