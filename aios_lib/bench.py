@@ -600,3 +600,28 @@ def quant_ab(run, inp: Inputs, threads: int, sz: Sizes | None = None, synthetic:
                     baseline="Q4_K_M", notes=notes)
     ex.extra["file_size"] = {q: src[q].get("file_size") for q in ("Q4_K_M", "Q5_K_M")}
     return ex
+
+
+def project_benchmark(params_file, quick: bool = False, run_dir=None):
+    """``aios bench``: choose the runbook's configuration (sweep + flash-attn A/B), then measure the
+    three configurations interleaved. Records into its own run folder; returns (run, three, chosen)."""
+    from .context import open_run
+    from .params import load_params
+    from .records import new_run_id, run_dir_for
+
+    params = load_params(params_file)
+    if quick:
+        params.runtime.bench.quick = True
+    d = run_dir or run_dir_for(params.machine_name(), new_run_id(False, "bench"))
+    run = open_run(params, run_dir=d, plan=False, phase="05")
+    inp = inputs(run)
+    sz = sizes(run, inp)
+    sweep = thread_sweep(run, inp, sz)
+    run.record("thread_sweep", sweep.to_dict())
+    fa = flash_attn_ab(run, inp, sweep.extra.get("best") or inp.nproc, sz)
+    run.record("flash_attn", fa.to_dict())
+    chosen = choose(sweep, fa, inp.nproc, default_threads(inp.help) if inp.help else None)
+    run.record("chosen", chosen)
+    three = three_way(run, inp, chosen, sz)
+    run.record("three_way", three.to_dict())
+    return run, three, chosen

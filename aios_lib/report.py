@@ -234,3 +234,58 @@ def rep_jitter_table(experiments: Sequence[Experiment | None]):
     if not rows:
         return Note("*repetition jitter: planned, not run*")
     return pd.DataFrame(rows).round(2)
+
+
+def findings(chosen: dict | None, three: Experiment | None, native: Experiment | None, quant: Experiment | None,
+             points: Sequence | None, lat: dict | None, nproc: int | None = None) -> Note:
+    """The phase's answers in plain words, from the measurements (or 'not measured')."""
+    out = ["### What this run measured", ""]
+
+    def cmp_line(ex, a, b, what):
+        if ex is None or ex.planned:
+            return f"- {what}: not measured in this run."
+        parts = []
+        for t in ex.tests():
+            c = ex.compare(a, b, t)
+            if c.n_a and c.n_b:
+                parts.append(f"{t} {b}/{a} = {c.ratio:.3f} (95% CI {c.ci_low:.3f}-{c.ci_high:.3f}, "
+                             f"p={c.p_welch:.2g}: {'significant' if c.significant else 'not significant'})")
+        cont = ex.contended_runs()
+        tail = f" ({cont} of {len(ex.records)} runs were contended.)" if cont else ""
+        return f"- {what}: " + "; ".join(parts) + "." + tail
+
+    if chosen:
+        out.append(f"- Threads: the runbook uses **-t {chosen['threads']}** "
+                   f"({'; '.join(chosen.get('why', []))})" + (f"; nproc is {nproc}." if nproc else "."))
+    if three is not None and not three.planned:
+        out.append(cmp_line(three, "blueprint", "defaults", "llama.cpp defaults vs the blueprint's `-t $(nproc)`"))
+        out.append(cmp_line(three, "blueprint", "runbook", "The runbook's choice vs the blueprint's command"))
+    else:
+        out.append("- Three-way comparison: not measured in this run.")
+    out.append(cmp_line(native, "generic x86-64", "native", "Native (-march=native) build vs generic x86-64 build"))
+    out.append(cmp_line(quant, "Q4_K_M", "Q5_K_M", "Q5_K_M vs Q4_K_M on the SYNTHETIC model (blueprint: '~15% slower')"))
+    if quant is not None and not quant.planned:
+        tg = [t for t in quant.tests() if t.startswith("tg")]
+        if tg:
+            c = quant.compare("Q4_K_M", "Q5_K_M", tg[0])
+            slower = (1 - c.ratio) * 100
+            lo, hi = (1 - c.ci_high) * 100, (1 - c.ci_low) * 100
+            out.append(f"  - In words: for token generation Q5_K_M is **{slower:.1f}% slower** "
+                       f"(95% CI {lo:.1f}% to {hi:.1f}%) on this machine; the blueprint's ~15% is "
+                       + ("inside" if lo <= 15 <= hi else "outside") + " that interval.")
+    out.append("- SmolLM2-135M cannot answer the Q4_K_M/Q5_K_M question: its width 576 is not a multiple of 256, so "
+               "llama-quantize gives most tensors q5_0/q5_1 instead of K-quants.")
+    if points:
+        from .roofline import verdict
+
+        for p in points:
+            out.append(f"- Roofline: {verdict(p)} ({p.achieved_gbs:.1f} of {p.bandwidth_gbs:.1f} GB/s).")
+    else:
+        out.append("- Roofline: not measured in this run.")
+    if lat and lat.get("jitter"):
+        j = lat["jitter"]
+        out.append(f"- Inter-token latency (llama-server, streamed, t={lat.get('threads')}): p50 {j['p50']:.1f} ms, "
+                   f"p95 {j['p95']:.1f} ms, p99 {j['p99']:.1f} ms over {j['n']} tokens (p99/p50 {j['p99_over_p50']:.2f}).")
+    else:
+        out.append("- Inter-token latency: not measured in this run.")
+    return Note("\n".join(out))

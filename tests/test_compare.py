@@ -1,0 +1,110 @@
+"""Comparing two run folders (records only), and notebook 07 on them."""
+import json
+
+import pytest
+
+from aios_lib import bench, compare, report
+from aios_lib.records import write_json
+
+
+def _rows(fixtures, threads, scale=1.0):
+    rows = bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
+    out = []
+    for r in rows:
+        if r["n_threads"] == threads:
+            r = dict(r)
+            r["samples_ts"] = [x * scale for x in r["samples_ts"]]
+            out.append(r)
+    return out
+
+
+def _three_way(fixtures, scale):
+    confs = [{"label": lab, "threads": t, "shown": f"llama-bench -t {t}"}
+             for lab, t in (("blueprint", 1), ("defaults", 1), ("runbook", 1))]
+    recs = []
+    for rnd in range(3):
+        for lab in bench.rotated(["blueprint", "defaults", "runbook"], rnd):
+            k = scale * (1.2 if lab == "runbook" else 1.0) * (1 + 0.01 * rnd)
+            recs.append({"label": lab, "round": rnd, "planned": False, "load": {"contended": False},
+                         "rows": _rows(fixtures, 1, k)})
+    return bench.Experiment("three_way", "three", confs, recs, baseline="blueprint")
+
+
+def _make_run_dir(path, fixtures, scale, label):
+    path.mkdir(parents=True)
+    ex = _three_way(fixtures, scale)
+    lat = {"planned": False, "threads": 1, "itl_ms": [15.0 * scale + 0.1 * i for i in range(40)]}
+    from aios_lib import stats
+
+    lat["jitter"] = stats.jitter(lat["itl_ms"])
+    write_json(path / "results.json", {"05": {"three_way": ex.to_dict(), "latency": lat,
+                                              "chosen": {"threads": 1, "flags": {}, "why": ["test"]}}})
+    write_json(path / "run.json", {"run_id": label})
+    return path
+
+
+def test_within_and_between_runs(tmp_path, fixtures):
+    a = compare.load_run(_make_run_dir(tmp_path / "stock", fixtures, 1.0, "stock"))
+    b = compare.load_run(_make_run_dir(tmp_path / "aios", fixtures, 1.10, "aios"))
+    assert a.label == "stock" and "three_way" in a.experiments()
+    own = compare.within(b)
+    comp = own.comparisons()
+    rb = comp[(comp.B == "runbook") & (comp.test == "tg16")].iloc[0]
+    assert rb["B/A"] == pytest.approx(1.2, rel=0.01) and rb["significant"]
+    df = compare.between(a, b)
+    assert set(df["config"]) == {"blueprint", "defaults", "runbook"}
+    assert (df["B/A"].round(3) == 1.1).all() and df["significant"].all()
+    assert (df["CI low"] < 1.1).all() and (df["CI high"] > 1.1).all()
+    lat = compare.latency_side_by_side(a, b)
+    assert list(lat["run"]) == ["stock", "aios"] and lat.attrs["comparison"]["ratio"] > 1
+    m = compare.merged(a.experiment("three_way"), b.experiment("three_way"), "stock", "aios")
+    assert len(m.labels) == 6 and m.labels[0] == "stock: blueprint"
+    fig = report.bars_plot(m)
+    assert len(fig.axes) == len(m.tests())
+    lines = compare.summary_lines(b.experiment("three_way"))
+    assert any("runbook" in ln and "x1.2" in ln for ln in lines)
+
+
+def test_plots_from_records(tmp_path, fixtures):
+    ex = _three_way(fixtures, 1.0)
+    for fig in (report.bars_plot(ex), report.timeline_plot(ex), report.bars_plot(ex, normalize=True)):
+        assert fig.axes
+    sweep = bench.Experiment("thread_sweep", "sweep",
+                             [{"label": "t=1", "threads": 1}, {"label": "t=2", "threads": 2}],
+                             [{"label": "t=1", "round": 0, "rows": _rows(fixtures, 1), "load": {}},
+                              {"label": "t=2", "round": 0, "rows": _rows(fixtures, 2), "load": {}}],
+                             extra={"best": 1})
+    assert len(report.sweep_plot(sweep).axes) == 3
+    from aios_lib import roofline
+
+    pts = roofline.points_from([ex], 26.7)
+    assert pts and all(0 < p.efficiency < 1 for p in pts)
+    assert report.roofline_plot(pts, 26.7).axes
+    assert isinstance(report.roofline_plot([], None), report.Note)
+    assert isinstance(report.sweep_plot(None), report.Note)
+    text = report.findings({"threads": 1, "why": ["x"]}, ex, None, None, pts, None, 2)
+    assert "runbook" in text and "overhead-bound" in text and "576" in text
+
+
+def test_missing_record_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        compare.load_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_notebook_07_compares_two_run_folders(tmp_path, fixtures):
+    import nbformat
+    import papermill as pm
+
+    from aios_lib.paths import notebooks_dir
+
+    a = _make_run_dir(tmp_path / "stock", fixtures, 1.0, "stock")
+    b = _make_run_dir(tmp_path / "aios", fixtures, 1.10, "aios")
+    out = tmp_path / "07.ipynb"
+    pm.execute_notebook(str(notebooks_dir() / "07_compare.ipynb"), str(out), kernel_name="synapse",
+                        parameters={"run_dir": str(b), "compare_with": str(a), "plan": True},
+                        cwd=str(notebooks_dir()), progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "runbook" in text and "B/A" in text and "mean stock" in text and "mean aios" in text
+    assert text.count("image/png") >= 3  # bars, timeline, merged bars
