@@ -16,6 +16,7 @@ the compiler version and the targets, so a rerun skips the build.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -111,6 +112,20 @@ class LlamaBuild:
         return "\n".join(rows)
 
 
+@contextlib.contextmanager
+def cache_lock(path: Path):
+    """An exclusive lock file next to a cache entry (waits for another process building it)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # ---- source ---------------------------------------------------------------------------------
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -140,6 +155,13 @@ def source_dir(run) -> Path:
 
 def fetch_source(run) -> Path:
     """The llama.cpp source tree (cached); in plan mode the commands are listed, not run."""
+    if run.plan:
+        return _fetch_source(run)
+    with cache_lock(source_dir(run).parent.with_suffix(".lock")):
+        return _fetch_source(run)
+
+
+def _fetch_source(run) -> Path:
     sp = run.params.runtime.llama.source
     r = run.runner
     dest = source_dir(run)
@@ -316,6 +338,15 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
     source = source_info(run)
     key = build_key(source, options, compiler, targets)
     dest = cache_dir("llama", f"{label}-{key}")
+    if run.plan:
+        return _build(run, label, native, options, compiler, source, src, key, dest, targets)
+    with cache_lock(dest.parent / f"{label}-{key}.lock"):  # two sessions never build one key at once
+        return _build(run, label, native, options, compiler, source, src, key, dest, targets)
+
+
+def _build(run, label, native, options, compiler, source, src, key, dest, targets) -> LlamaBuild:
+    lp = run.params.runtime.llama
+    r = run.runner
     bin_dir = dest / "bin"
     meta = dest / "build.json"
     if meta.exists() and all((bin_dir / t).exists() for t in targets):

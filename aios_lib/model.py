@@ -178,8 +178,25 @@ def _verified(path: Path, want: str | None) -> str:
     return got
 
 
+def _locked(run, path: Path):
+    """A cache lock (no-op in plan mode): two sessions never write one cache entry at once."""
+    import contextlib
+
+    from .llama import cache_lock
+
+    return contextlib.nullcontext() if run.plan else cache_lock(path)
+
+
 def provision(run) -> ModelInfo:
     """Fetch (or reuse) the run's model, verify its pinned sha256, inspect it."""
+    mp = run.params.runtime.model
+    if mp.kind == "path":
+        return _provision(run)
+    with _locked(run, cache_dir("models") / f"{mp.sha256[:16]}.lock"):
+        return _provision(run)
+
+
+def _provision(run) -> ModelInfo:
     mp = run.params.runtime.model
     r = run.runner
     want = mp.sha256
@@ -249,7 +266,13 @@ _EXTRACT = ("import sys, zipfile, shutil\n"
 # ---- quantization -------------------------------------------------------------------------------
 def quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None = None,
              threads: int | None = None) -> ModelInfo:
-    """``llama-quantize --allow-requantize`` ``model`` to ``qtype`` (cached by input sha + type + build key)."""
+    """``llama-quantize --allow-requantize`` ``model`` to ``qtype`` (cached by input sha (or synthetic key) + type)."""
+    with _locked(run, Path(out_dir or cache_dir("models", "quantized")) / ".quantize.lock"):
+        return _quantize(run, build, model, qtype, out_dir=out_dir, threads=threads)
+
+
+def _quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None = None,
+              threads: int | None = None) -> ModelInfo:
     out_dir = out_dir or cache_dir("models", "quantized")
     stem = Path(model.path).stem
     for suffix in (".Q4_1", ".F16", ".F32", ".f16", ".f32"):
@@ -332,6 +355,11 @@ def synthetic_model(run, build=None, **overrides) -> ModelInfo:
     side = path.with_name(path.name + ".sha256")
     source = {"kind": "synthetic", "spec": spec, "key": key, "generator": "aios_lib.synthetic",
               "format": syn.FORMAT_VERSION}
+    with _locked(run, d / f"{key}.lock"):
+        return _synthetic(run, sp, spec, path, side, name, source)
+
+
+def _synthetic(run, sp, spec, path, side, name, source) -> ModelInfo:
     if path.exists() and side.exists():
         info = inspect_gguf(path, name=name, sha256=side.read_text().strip(), synthetic=True)
         info.source = {**source, "cached": True}
