@@ -108,3 +108,14 @@ def test_notebook_07_compares_two_run_folders(tmp_path, fixtures):
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "runbook" in text and "B/A" in text and "mean stock" in text and "mean aios" in text
     assert text.count("image/png") >= 3  # bars, timeline, merged bars
+
+
+def test_aios_bench_prints_ratios_from_a_record(tmp_path, fixtures, capsys):
+    from aios_lib.cli import main
+
+    d = _make_run_dir(tmp_path / "rec", fixtures, 1.0, "rec")
+    assert main(["bench", "--from", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "runbook's choice: -t 1" in out
+    line = next(ln for ln in out.splitlines() if "runbook" in ln and "tg16" in ln)
+    assert "x1.2" in line and "vs blueprint" in line and "95% CI" in line
