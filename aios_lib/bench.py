@@ -331,7 +331,10 @@ class Experiment:
         tests = [t for t in self.tests() if t.startswith(test_prefix)]
         if not tests:
             return None
-        means = {lab: stats.summarize(self.samples(lab, tests[0])).mean for lab in self.labels}
+        # contended runs are left out when every configuration has a clean one
+        clean = all(self.samples(lab, tests[0], include_contended=False) for lab in self.labels)
+        means = {lab: stats.summarize(self.samples(lab, tests[0], include_contended=not clean)).mean
+                 for lab in self.labels}
         means = {k: v for k, v in means.items() if not math.isnan(v)}
         return max(means, key=means.get) if means else None
 

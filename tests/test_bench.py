@@ -132,3 +132,16 @@ def test_real_llama_bench_run_through_bench(llama_build, smollm2, make_run):
 
     cmds = [e["cmdline"] for e in read_journal(run.dir / "commands.jsonl") if "llama-bench" in e["cmdline"]]
     assert sum("-o json" in c for c in cmds) == 2
+
+
+def test_best_ignores_contended_runs_when_clean_ones_exist():
+    def rec(label, rnd, ts, contended):
+        return {"label": label, "round": rnd, "planned": False, "load": {"contended": contended},
+                "rows": [{"test": "tg16", "samples_ts": ts}]}
+
+    confs = [{"label": "t=1", "threads": 1}, {"label": "t=2", "threads": 2}]
+    ex = bench.Experiment("s", "s", confs, [rec("t=1", 0, [60, 61], False), rec("t=2", 0, [90, 95], False),
+                                            rec("t=1", 1, [200, 210], True), rec("t=2", 1, [92, 93], False)])
+    assert ex.best("tg") == "t=2"
+    only_contended = bench.Experiment("s", "s", confs, [rec("t=1", 0, [200], True), rec("t=2", 0, [90], False)])
+    assert only_contended.best("tg") == "t=1"  # no clean t=1 run: all samples count
