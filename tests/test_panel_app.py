@@ -47,3 +47,18 @@ def test_unreachable_server_is_shown_and_retried_and_keys_work(tmp_path):
     asyncio.run(scenario())
     svg = (tmp_path / "down.svg").read_text()
     assert svg.startswith("<svg") and "UNREACHABLE" in svg
+
+
+def test_aios_panel_verb_screenshot(tmp_path, capsys):
+    """`aios panel --screenshot` runs the panel headless for a while and writes the SVG."""
+    from aios_lib.cli import build_parser, main
+
+    port = free_port()
+    args = build_parser().parse_args(["panel", "--url", f"127.0.0.1:{port}"])
+    assert (args.url, args.interval, args.pid) == (f"127.0.0.1:{port}", 1.0, None)
+    out = tmp_path / "shot.svg"
+    rc = main(["panel", "--url", f"http://127.0.0.1:{port}", "--interval", "0.25", "--screenshot", str(out),
+               "--after", "1"])
+    assert rc == 0 and str(out) in capsys.readouterr().out
+    svg = out.read_text()
+    assert svg.startswith("<svg") and "UNREACHABLE" in svg and f"127.0.0.1:{port}" in svg

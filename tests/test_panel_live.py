@@ -1,13 +1,12 @@
 """The panel against a real llama-server with the bundled SmolLM2 model (slow: needs the llama.cpp
-build, cached after the first time). The server is started through the runner (runner.spawn) on
-127.0.0.1 on a free port; the panel is driven headless with Textual's pilot.
+build, cached after the first time). The server is aios_lib.server.LlamaServer (started through runner.spawn)
+on 127.0.0.1 at a free port; the panel is driven headless with Textual's pilot.
 
 Run by hand under the heavy lock:
     flock /tmp/synapse-heavy.lock .venv/bin/python -m pytest tests/test_panel_live.py
 Set PANEL_SCREENSHOT=docs/panel.svg to also keep the screenshot of the real run."""
 import asyncio
 import os
-import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ import requests
 
 from aios_lib.panel.app import PanelApp
 from aios_lib.panel.metrics import canonical_metrics, format_rate, parse_metrics
+from aios_lib.server import LlamaServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -24,36 +24,15 @@ PROMPTS = ["The capital of France is", "Write a short poem about the sea:", "Lis
            "Once upon a time, in a small village,"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def llama_server(runner, build, model, port: int, metrics: bool = True, timeout: float = 90.0):
-    """A real llama-server on 127.0.0.1:port, started through the runner; stopped on exit."""
-    argv = [build.binary("llama-server"), "-m", model.path, "--host", "127.0.0.1", "--port", port,
-            "-t", "1", "-c", "2048", "--parallel", "2"]
-    if metrics:
-        argv.append("--metrics")
-    bg = runner.spawn(argv, note="panel test server")
-    try:
-        end = time.time() + timeout
-        while time.time() < end:
-            if not bg.alive():
-                pytest.fail(f"llama-server exited: {bg.output()[-2000:]}")
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"llama-server not healthy after {timeout}s: {bg.output()[-2000:]}")
-        yield bg
-    finally:
-        bg.stop()
+def llama_server(run, build, model, port: int, metrics: bool = True):
+    """A real llama-server on 127.0.0.1:port (aios_lib.server.LlamaServer: runner.spawn, waits for
+    /health, SIGTERM on exit); ``metrics=False`` drops its --metrics flag."""
+    srv = LlamaServer(run, build.binary("llama-server"), model.path, threads=1, port=port, ctx=2048, parallel=2)
+    if not metrics:
+        srv.argv.remove("--metrics")
+    with srv:
+        yield srv.proc
 
 
 def complete(port: int, prompt: str, n: int = 48) -> dict:
@@ -81,9 +60,9 @@ async def wait_poll(app, pilot, timeout=20.0):
     await wait_for(pilot, lambda: app.poll_count > n and not app._lock.locked(), timeout, "a poll")
 
 
-def test_panel_on_a_real_server(llama_build, smollm2, runner, tmp_path):
+def test_panel_on_a_real_server(llama_build, smollm2, make_run, tmp_path):
     port = free_port()
-    with llama_server(runner, llama_build, smollm2, port) as bg:
+    with llama_server(make_run(), llama_build, smollm2, port) as bg:
         for p in PROMPTS[:2]:  # warm up: first requests page the model in
             complete(port, p, 8)
         result = {}
@@ -159,8 +138,9 @@ def test_panel_on_a_real_server(llama_build, smollm2, runner, tmp_path):
     assert svg.startswith("<svg") and "SmolLM2" in svg
 
 
-def test_down_then_metrics_off_then_recovers(llama_build, smollm2, runner):
+def test_down_then_metrics_off_then_recovers(llama_build, smollm2, make_run):
     port = free_port()
+    run = make_run()
 
     async def scenario():
         app = PanelApp(f"http://127.0.0.1:{port}", interval=0.5)
@@ -168,7 +148,7 @@ def test_down_then_metrics_off_then_recovers(llama_build, smollm2, runner):
             await wait_for(pilot, lambda: app.state is not None and not app.state.reachable, 10, "unreachable")
             assert "UNREACHABLE" in app.screen_text()
             # a server without --metrics: the panel says so, and still shows the model
-            with llama_server(runner, llama_build, smollm2, port, metrics=False):
+            with llama_server(run, llama_build, smollm2, port, metrics=False):
                 await wait_for(pilot, lambda: app.state.reachable and app.state.model.name, 30, "the server")
                 await wait_poll(app, pilot)
                 text = app.screen_text()
@@ -176,7 +156,7 @@ def test_down_then_metrics_off_then_recovers(llama_build, smollm2, runner):
             await wait_for(pilot, lambda: not app.state.reachable, 20, "the server going away")
             assert "UNREACHABLE" in app.screen_text() and app.is_running
             # it comes back with metrics: the panel recovers on its own
-            with llama_server(runner, llama_build, smollm2, port, metrics=True):
+            with llama_server(run, llama_build, smollm2, port, metrics=True):
                 await wait_for(pilot, lambda: app.state.reachable and app.state.metrics == "on", 30, "recovery")
                 await asyncio.to_thread(complete, port, PROMPTS[0], 16)
                 await wait_for(pilot, lambda: app.state.gen_last is not None, 20, "a rate after recovery")
