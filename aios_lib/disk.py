@@ -37,7 +37,7 @@ def partition_path(disk: str, n: int) -> str:
     stable names: /dev/disk/by-id/X -> /dev/disk/by-id/X-part1."""
     if "/by-id/" in disk or "/by-path/" in disk:
         return f"{disk}-part{n}"
-    return f"{disk}p{n}" if disk[-1].isdigit() else f"{disk}{n}"
+    return f"{disk}p{n}" if disk[-1].isdigit() or disk.endswith(">") else f"{disk}{n}"
 
 
 @dataclass
@@ -200,7 +200,7 @@ class MountStack:
         """Attach ``image`` to a free loop device with partition scanning; add the partition nodes
         with ``partx -a`` when the kernel created none. Returns /dev/loopN."""
         r = self.runner.change(["losetup", "-f", "--show", "-P", str(image)])
-        loop = r.stdout.strip() if not r.planned else "/dev/loopN"
+        loop = r.stdout.strip() if not r.planned else "/dev/loop<N>"
         self.items.append(("loop", loop))
         if not r.planned and not Path(partition_path(loop, 1)).exists():
             # no partition nodes: kernel without GPT support or no udev (this development machine)

@@ -149,6 +149,8 @@ class Expectation:
     hostname: str | None = None
     sysctl: dict[str, str] = field(default_factory=dict)
     loader: str = "systemd-boot"
+    #: the initrd was systemd-based (dracut): systemd-analyze then counts an "(initrd)" phase
+    systemd_initrd: bool = True
     #: extra rows: key in the report -> expected value (exact match); later phases add theirs
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -206,6 +208,9 @@ def compare(report: dict[str, str], exp: Expectation) -> list[dict]:
     for k, v in exp.sysctl.items():
         got_v = report.get(f"sysctl.{k}")
         row(f"sysctl {k}", str(v), got_v, got_v is not None and got_v.split() == str(v).split())
+    if exp.systemd_initrd:
+        bt = report.get("boot_time", "")
+        row("systemd initrd (dracut)", "an (initrd) phase in systemd-analyze time", bt or None, "(initrd)" in bt)
     failed = report.get("failed_units", "")
     row("failed units", "none", failed or "none", failed == "" and "failed_units" in report)
     for k, v in exp.extra.items():

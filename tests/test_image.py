@@ -181,7 +181,7 @@ def test_plan_mode_touches_nothing(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_debian_image_builds_boots_and_every_row_matches(tmp_path):
+def test_debian_image_builds_boots_and_every_row_matches(tmp_path, pytestconfig):
     """The real thing: debootstrap (cached), dracut, systemd-boot, a TCG/KVM boot with the guest check.
 
     Uses parameters/image-debian.yaml with the image in tmp_path. The first run builds (~5 min);
@@ -204,6 +204,9 @@ def test_debian_image_builds_boots_and_every_row_matches(tmp_path):
     assert checks["failed units"]["in effect"] == "none"
     assert "root=PARTUUID=" in checks["kernel command line"]["in effect"]
     assert image.open_target(run).manifest()["complete"] is True
+    # keep the serial console of the last verified boot (source of tests/fixtures/image/serial-debian.log)
+    keep = pytestconfig.cache.mkdir("synapse-image")
+    (keep / "verify-serial.log").write_text(Path(boot.log).read_text())
     # nothing left mounted or attached
     assert parse_losetup_j(sh("losetup", "-j", str(img))) == []
     # a rerun with the same inputs skips the build and says so
@@ -270,6 +273,7 @@ def test_kernel_upgrade_hook_keeps_the_command_line(tmp_path):
 
         entry = parse_bls_entry(entries[0].read_text())
         assert entry["options"].split() == wanted
+        assert entry["initrd"] == f"/synapse/{kver}/initrd.img-{kver}"  # Debian's 85-initrd.install
         assert "root=PARTUUID=" in entry["options"] and "audit=0" in wanted
     assert parse_losetup_j(sh("losetup", "-j", str(img))) == []
     assert _mounted_under(t.mount_dir) == []
