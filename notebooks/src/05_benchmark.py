@@ -162,8 +162,9 @@ report.latency_plot(lat)
 # arrays far larger than the caches) built with the same `-O3 -march=native` as llama.cpp.
 # Efficiency = tg t/s × model bytes / bandwidth. **A 135M model is overhead-bound**: thread
 # synchronisation and many small matrix products per token cost more than streaming ~100 MB,
-# so it reaches only about a third of the bandwidth; the SYNTHETIC ~1B model sits much closer
-# to the roofline. Faster memory would help the second, not the first.
+# so it reaches only about a third of the bandwidth. The SYNTHETIC ~1B model (700-800 MB per
+# token) sits closer to the roofline; the figure and the findings below give the measured
+# fractions. Faster memory would help the second, hardly the first.
 
 # %%
 bw = roofline.measure_bandwidth(run, sz.threads, mib=64 if run.params.runtime.bench.quick else 256)
