@@ -46,6 +46,8 @@ class Layout:
 
     esp_mib: int = 512
     root_fs: str = "xfs"
+    #: None: the root takes the rest of the disk; else its size (free space follows it)
+    root_mib: int | None = None
     esp_label: str = "ESP"
     root_label: str = "synapse-root"
 
@@ -54,7 +56,7 @@ class Layout:
         return ["parted", "-s", "-a", "optimal", disk, "--",
                 "mklabel", "gpt",
                 "mkpart", "ESP", "fat32", "1MiB", f"{end}MiB", "set", "1", "esp", "on",
-                "mkpart", "root", self.root_fs, f"{end}MiB", "100%"]
+                "mkpart", "root", self.root_fs, f"{end}MiB", f"{end + self.root_mib}MiB" if self.root_mib else "100%"]
 
     def mkfs_esp_argv(self, part: str) -> list[str]:
         return ["mkfs.fat", "-F", "32", "-n", self.esp_label, part]

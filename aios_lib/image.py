@@ -30,6 +30,18 @@ Later phases reuse an existing image::
 
 ``mounted()`` copies the ESP back (mtools) and unmounts/detaches on exit. ``vm.boot`` and
 ``vm.boot_kernel`` boot anything else.
+
+Notes for later phases:
+
+* a custom kernel (phase 3): inside ``mounted()``, install it (``dpkg -i`` of a linux-image
+  package, or modules + ``kernel-install add <kver> <vmlinuz>`` in the chroot): the entry gets
+  the same ``/etc/kernel/cmdline``. ``t.verify(extra={"kernel": "<kver>"})`` checks it booted.
+* more partitions (phase 6's ``/var/ai-data``): set ``system.root_size_mib`` so the root leaves
+  free space, add the partition with ``parted`` through ``runner.destructive(..., device=t.what)``
+  and ``MountStack.rescan(loop)``; ``t.devices`` names ESP and root.
+* another boot entry (phase 6's ``systemd.volatile=overlay``): write it under ``root/efi/loader/entries``
+  inside ``mounted()``; ``bootloader.loader_conf()`` renders loader.conf; ``vm.boot(..., expect=...)``
+  compares a boot against any :class:`vm.Expectation`.
 """
 from __future__ import annotations
 
@@ -124,7 +136,8 @@ class Target:
         self.image = resolve_in_project(t.image) if t.kind == "image" else None
         self.disk = t.device if t.kind == "disk" else None
         self.mount_dir = mount_dir_for(self.what)
-        self.layout = Layout(esp_mib=self.system.esp_size_mib, root_fs=self.system.filesystem)
+        self.layout = Layout(esp_mib=self.system.esp_size_mib, root_fs=self.system.filesystem,
+                             root_mib=self.system.root_size_mib)
         self.stack: MountStack | None = None
         self.devices: Devices | None = None
         self.kver: str | None = None

@@ -30,6 +30,8 @@ def test_layout_commands():
     assert "513MiB" in argv and argv[-3:] == ["xfs", "513MiB", "100%"]
     assert lay.mkfs_root_argv("/dev/x")[0] == "mkfs.xfs"
     assert Layout(root_fs="ext4").mkfs_root_argv("/dev/x")[0] == "mkfs.ext4"
+    # a sized root leaves free space behind it for a later partition (phase 6's /var/ai-data)
+    assert Layout(esp_mib=512, root_mib=3072).parted_argv("/img")[-2:] == ["513MiB", "3585MiB"]
 
 
 def test_parsers_on_captured_output(fixtures):

@@ -52,10 +52,10 @@ def test_plan_arch_example_lists_the_install_in_order(tmp_path, monkeypatch):
         assert hits, f"not planned: {prefix}"
         return hits[0]
 
+    fstab = next(i for i, c in enumerate(lines) if c.startswith("write ") and c.split()[1].endswith("/etc/fstab"))
     order = [at("wipefs -a " + dev), at("parted -s -a optimal " + dev), at("mkfs.fat -F 32"), at("mkfs.xfs -f"),
-             at("mount -o noatime " + dev + "-part2"), at("pacstrap -K"), at("write ") and
-             next(i for i, c in enumerate(lines) if c.startswith("write ") and c.split()[1].endswith("/etc/fstab")),
-             at("systemctl --root="), at("arch-chroot") , at("qemu-system-x86_64")]
+             at("mount -o noatime " + dev + "-part2"), at("pacstrap -K"), fstab,
+             at("systemctl --root="), at("arch-chroot"), at("qemu-system-x86_64")]
     assert order == sorted(order), lines
     pac = lines[at("pacstrap -K")]
     for pkg in ["base", "linux", "linux-firmware", "intel-ucode", "base-devel", "git", "networkmanager", "dracut",

@@ -38,6 +38,9 @@ class BaseSystem(Section):
     hostname: str = Field("synapse", pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     filesystem: Literal["xfs", "ext4"] = "xfs"
     esp_size_mib: int = Field(512, ge=100, le=4096)
+    #: root partition size; null: the rest of the disk. A size leaves free space after the root
+    #: for a later phase's partition (phase 6's persistent /var/ai-data).
+    root_size_mib: int | None = Field(None, ge=1024)
     mount_options: list[str] = ["noatime"]
     #: kernel parameters besides root=/rw (added by the phase)
     kernel_cmdline: list[str] = ["console=tty0", "console=ttyS0,115200", "nowatchdog", "nmi_watchdog=0",
