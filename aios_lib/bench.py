@@ -525,8 +525,9 @@ def flash_attn_ab(run, inp: Inputs, threads: int, sz: Sizes | None = None) -> Ex
     """-fa on against -fa off at the chosen thread count, interleaved."""
     sz = sz or sizes(run, inp)
     on, off = flash_attn_values(inp.help) if inp.help else ("on", "off")
-    confs = [cfg(inp, "fa off", threads, sz, flags={"-fa": off}, prompt=sz.prompt[:1]),
-             cfg(inp, "fa on", threads, sz, flags={"-fa": on}, prompt=sz.prompt[:1])]
+    r = min(sz.reps, 3)
+    confs = [cfg(inp, "fa off", threads, sz, flags={"-fa": off}, prompt=sz.prompt[:1], reps=r),
+             cfg(inp, "fa on", threads, sz, flags={"-fa": on}, prompt=sz.prompt[:1], reps=r)]
     return experiment(run, "flash_attn", f"Flash attention off vs on (t={threads})", confs, sz.rounds, inp.help,
                       baseline="fa off")
 
@@ -576,8 +577,12 @@ def native_vs_generic(run, inp: Inputs, threads: int, sz: Sizes | None = None) -
     sz = sz or sizes(run, inp)
     if not inp.generic_bench:
         return None
-    confs = [cfg(inp, "generic x86-64", threads, sz, bench=inp.generic_bench, prompt=sz.prompt[:1]),
-             cfg(inp, "native", threads, sz, prompt=sz.prompt[:1])]
+    # the generic build's prompt processing is ~6x slower: a shorter prompt and 3 repetitions keep
+    # this comparison to ~2 minutes on 2 cores
+    p = [min(sz.prompt[0], 128)]
+    r = min(sz.reps, 3)
+    confs = [cfg(inp, "generic x86-64", threads, sz, bench=inp.generic_bench, prompt=p, reps=r),
+             cfg(inp, "native", threads, sz, prompt=p, reps=r)]
     return experiment(run, "native_vs_generic", f"-march=native build vs generic x86-64 build (t={threads})",
                       confs, sz.rounds, inp.help, baseline="generic x86-64")
 
