@@ -514,9 +514,14 @@ def _root_spec(run, root) -> str:
     return f"PARTUUID={pu}" if pu else "PARTUUID=<root partition>"
 
 
-def record(run, cfg: ConfigResult, built: BuildResult | None = None) -> dict:
-    """Keep what later phases and comparisons need in results.json."""
+def record(run, cfg: ConfigResult, built: BuildResult | None = None, booted=None) -> dict:
+    """Keep what later phases and comparisons need in results.json (with the boot read-back)."""
     out = {"config": cfg.summary(), "table": [r.as_dict() for r in cfg.rows],
-           "build": built.as_dict() if built else None}
+           "build": built.as_dict() if built else None, "boot": None}
+    if booted is not None and not getattr(booted, "planned", True):
+        agree = {r.symbol or r.requested: kconfig.config_value(booted.config, r.symbol or r.requested)
+                 == kconfig.config_value(cfg.final_config, r.symbol or r.requested) for r in cfg.table}
+        out["boot"] = {**booted.as_dict(), "table_agrees": all(agree.values()) if booted.config else None,
+                       "agree": agree}
     run.record("kernel", out)
     return out

@@ -93,6 +93,18 @@ def test_debian_config_612(make_run, src612):
 
 
 @pytest.mark.slow
+def test_running_kernel_config(make_run, src612):
+    """This machine's own /proc/config.gz (a newer kernel's) as the base of the 6.12 tree."""
+    run = make_run(_params(base_config="running"))
+    cfg = kernel.configure(run, src612)
+    by = _by(cfg)
+    assert any("zcat /proc/config.gz" in c for c in cfg.commands)
+    assert len(cfg.base_config) > 1000
+    assert by["HZ"].stuck and by["SCHED_EEVDF"].status == "no such symbol"
+    assert sum(r.stuck for r in cfg.rows) == 7
+
+
+@pytest.mark.slow
 def test_literal_table_loses_rows(make_run, src612):
     """The blueprint's way (rows as written, no choice handling) on defconfig."""
     run = make_run(_params(base_config="defconfig"))

@@ -55,8 +55,9 @@ def test_tiny_kernel_builds_boots_and_agrees(tmp_path):
     # the whole config agrees, not only the table's rows
     assert {k: v for k, v in booted.config.items()} == cfg.final_config
     assert "NO_HZ: Full dynticks CPUs: 1." in booted.dmesg
-    rec = kernel.record(run, cfg, built)
-    assert rec["config"]["stuck"] == 7
+    rec = kernel.record(run, cfg, built, booted)
+    assert rec["config"]["stuck"] == 7 and rec["boot"]["table_agrees"] is True
+    assert run.recorded("03", "kernel")["boot"]["uname"] == built.release
     # the runtime caveat: below 512 MiB of RAM the same kernel starts with THP off
     run.params.kernel.boot.memory = "256M"
     small = kernel_boot.boot(run, built.image)

@@ -127,5 +127,5 @@ kernel_boot.compare(cfg.rows, cfg.table, cfg.final_config, booted_cfg) if cfg.ro
 kernel.install_into_target(run, cfg, built)
 
 # %%
-kernel.record(run, cfg, built)
+kernel.record(run, cfg, built, booted if isinstance(booted, kernel_boot.BootResult) else None)
 run.plan_summary()
