@@ -97,9 +97,14 @@ def test_panel_on_a_real_server(llama_build, smollm2, make_run, tmp_path):
                                      / (sum(r["timings"]["predicted_ms"] for r in replies) / 1000))
                 result["text"] = app.screen_text()
                 result["state"] = st
-                # 2) live: completions while the panel polls every 0.5 s fill the sparkline
+                # 2) live: a long generation is seen while it runs (/slots progress, in flight 1),
+                #    then short completions while the panel polls every 0.5 s fill the sparkline
                 task = asyncio.create_task(asyncio.to_thread(
-                    lambda: [complete(port, p, 32) for p in PROMPTS[:3]]))
+                    lambda: [complete(port, PROMPTS[1], 160)] + [complete(port, p, 32) for p in PROMPTS[:3]]))
+                await wait_for(pilot, lambda: app.state.live, 60, "live tokens/s of the running request")
+                result["live"] = app.state.live
+                result["in_flight"] = app.state.processing
+                result["running_text"] = app.screen_text()
                 await wait_for(pilot, lambda: task.done(), 120, "the live completions")
                 await wait_poll(app, pilot)
                 await wait_poll(app, pilot)
@@ -116,7 +121,7 @@ def test_panel_on_a_real_server(llama_build, smollm2, make_run, tmp_path):
 
     panel, ctr, tim = result["panel"], result["counters"], result["timings"]
     print(f"\npanel {panel:.1f} t/s, server counters {ctr:.1f} t/s, response timings {tim:.1f} t/s, "
-          f"prompt {result['prompt']}")
+          f"prompt {result['prompt']}, live {result['live']}")
     assert panel and panel > 0
     assert result["window_tokens"] == result["delta_tokens"] == sum(r["timings"]["predicted_n"] for r in replies)
     assert abs(panel - ctr) / ctr < 0.10
@@ -134,6 +139,10 @@ def test_panel_on_a_real_server(llama_build, smollm2, make_run, tmp_path):
     assert st.memory.model == st.process.model_rss and "model" in result["text"]
     assert st.process.affinity and "server affinity" in result["text"]
     assert any(v > 0 for v in result["spark"])
+    # while the long request ran: its tokens/s from /slots (wall clock, so at most the counter rate
+    # plus noise) and one request in flight
+    assert 0 < result["live"] < 2 * panel
+    assert result["in_flight"] >= 1 and "in flight 1" in result["running_text"] and "live" in result["running_text"]
     svg = (tmp_path / "panel.svg").read_text()
     assert svg.startswith("<svg") and "SmolLM2" in svg
 
