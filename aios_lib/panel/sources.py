@@ -301,13 +301,16 @@ class ProcessView:
     note: str = ""
 
 
-def read_process(pid: int, model_path: str | None, proc_root: str = "/proc",
-                 _cache: dict = {}) -> ProcessView | None:
+#: the last psutil.Process read: cpu_percent() measures since the previous call on the same object
+_PROC: dict[int, psutil.Process] = {}
+
+
+def read_process(pid: int, model_path: str | None, proc_root: str = "/proc") -> ProcessView | None:
     """The server process: RSS, the model mapping's share of it, CPU affinity."""
     try:
-        p = _cache.get(pid) or psutil.Process(pid)
-        _cache.clear()
-        _cache[pid] = p
+        p = _PROC.get(pid) or psutil.Process(pid)
+        _PROC.clear()
+        _PROC[pid] = p
         with p.oneshot():
             view = ProcessView(pid, p.name(), p.memory_info().rss, threads=p.num_threads())
             try:
