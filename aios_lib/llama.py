@@ -358,6 +358,13 @@ def _build(run, label, native, options, compiler, source, src, key, dest, target
         data.update(bin_dir=bin_dir, cached=True, seconds=None, planned=False, source=source)
         return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
 
+    same = _superset_build(options, compiler, source, targets)
+    if same is not None:  # a cached build of the same source and options already has these targets
+        data = json.loads((same / "build.json").read_text())
+        data.setdefault("built_seconds", data.get("seconds"))
+        data.update(bin_dir=same / "bin", cached=True, seconds=None, planned=False, source=source, label=label)
+        return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
+
     bdir = cache_dir("llama-build", f"{label}-{key}")
     env_unset = ["SOURCE_DATE_EPOCH"]
     t0 = time.time()
@@ -386,6 +393,22 @@ def _build(run, label, native, options, compiler, source, src, key, dest, target
     meta.write_text(json.dumps({k: v for k, v in result.to_dict().items()
                                 if k not in ("bin_dir", "cached", "planned")}, indent=2))
     return result
+
+
+def _superset_build(options: dict, compiler: str, source: dict, targets: list[str]) -> Path | None:
+    """A cached build with identical source, options and compiler whose targets include ``targets``."""
+    ident = ("provider", "version", "sha256", "url", "ref")
+    for meta in sorted(cache_dir("llama").glob("*/build.json")):
+        try:
+            data = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        if (data.get("cmake_options") == options and data.get("compiler") == compiler
+                and all(data.get("source", {}).get(k) == source.get(k) for k in ident)
+                and set(targets) <= set(data.get("targets", []))
+                and all((meta.parent / "bin" / t).exists() for t in targets)):
+            return meta.parent
+    return None
 
 
 def binary_report(run, bin_dir: Path, targets: list[str]) -> tuple[str, list[str]]:

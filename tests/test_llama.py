@@ -136,3 +136,13 @@ def test_source_date_epoch_turns_native_default_off(llama_build, make_run, tmp_p
                         env=env, unset_env=[] if env else ["SOURCE_DATE_EPOCH"])
         seen[label] = llama.parse_cmake_cache((b / "CMakeCache.txt").read_text())["GGML_NATIVE"]
     assert seen == {"epoch": "OFF", "clean": "ON"}
+
+
+@pytest.mark.slow
+def test_subset_of_targets_reuses_the_cached_build(llama_build, make_run):
+    """llama-server alone with the same options comes from the native build that has it."""
+    run = make_run()
+    t0 = time.time()
+    b = llama.build(run, targets=["llama-server"])
+    assert b.cached and b.bin_dir == llama_build.bin_dir and b.binary("llama-server").exists()
+    assert time.time() - t0 < 20 and not [r for r in run.runner.history if r.kind == "work"]
