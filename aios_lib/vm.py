@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -292,13 +293,16 @@ def boot(runner: Runner, disk: str | os.PathLike | None = None, *, kernel: str |
     firmware = vars_copy = None
     if uefi:
         firmware = find_firmware()
-        vars_copy = str(workdir / f"{label}-OVMF_VARS.fd")
+        # a fresh variable store per boot, outside the record (it is firmware state, not a result)
+        vars_copy = str(Path(tempfile.gettempdir()) / "synapse-ovmf" / f"{label}-{os.getpid()}-{id(runner)}.fd")
         runner.write_file(vars_copy, Path(firmware[1]).read_bytes(), note="fresh UEFI variable store")
     argv = qemu_argv(disk=str(disk) if disk else None, kernel=kernel, initrd=initrd, append=append, firmware=firmware,
                      vars_copy=vars_copy, accel=accel, memory_mib=memory_mib, smp=smp, snapshot=snapshot,
                      guest_check=guest_check, extra=extra_args)
     r = runner.work(argv, timeout=timeout, check=False, progress=_boot_progress,
                     note=f"verification boot ({accel.name})")
+    if vars_copy and not r.planned:
+        Path(vars_copy).unlink(missing_ok=True)
     if r.planned:
         return BootResult(argv, accel, None, 0.0, False, "", {}, planned=True)
     serial = r.stdout + ("\n[stderr]\n" + r.stderr if r.stderr.strip() else "")
