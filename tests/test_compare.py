@@ -119,3 +119,32 @@ def test_aios_bench_prints_ratios_from_a_record(tmp_path, fixtures, capsys):
     assert "runbook's choice: -t 1" in out
     line = next(ln for ln in out.splitlines() if "runbook" in ln and "tg16" in ln)
     assert "x1.2" in line and "vs blueprint" in line and "95% CI" in line
+
+
+def test_real_recorded_default_run(fixtures, capsys):
+    """A real phase-05 record (default parameters, 2-core VM) re-read and re-rendered from outputs alone."""
+    from aios_lib import roofline
+    from aios_lib.cli import main
+
+    r = compare.load_run(fixtures / "bench" / "run-full")
+    ex = r.experiments()
+    assert set(ex) == {"three_way", "thread_sweep", "flash_attn", "native_vs_generic", "quant_synthetic"}
+    three = ex["three_way"]
+    assert three.tests() == ["pp512", "pp1024", "tg128"]
+    assert all(len(three.samples(c, "tg128")) == 15 for c in three.labels)  # 3 rounds x -r 5
+    assert r.bench["chosen"]["threads"] in (1, 2)
+    q = ex["quant_synthetic"].compare("Q4_K_M", "Q5_K_M", "tg32")
+    assert q.n_a == q.n_b == 9 and q.ratio < 1 and q.ci_low < q.ratio < q.ci_high
+    pts = roofline.points_from([three, ex["quant_synthetic"]], r.bench["bandwidth"]["best"]["read_gbs"])
+    small = [p for p in pts if not p.synthetic]
+    big = [p for p in pts if p.synthetic]
+    assert small and big and max(p.efficiency for p in small) < min(p.efficiency for p in big)
+    for fig in (report.sweep_plot(ex["thread_sweep"]), report.timeline_plot(three), report.bars_plot(three),
+                report.roofline_plot(pts, r.bench["bandwidth"]["best"]["read_gbs"]),
+                report.latency_plot(r.bench["latency"])):
+        assert fig.axes
+    assert main(["bench", "--from", str(fixtures / "bench" / "run-full")]) == 0
+    out = capsys.readouterr().out
+    assert "pp1024" in out and "vs blueprint" in out
+    same = compare.between(r, r)
+    assert (same["B/A"] == 1).all() and not same["significant"].any()
