@@ -298,6 +298,9 @@ class Target:
                 self._destroy(self.layout.parted_argv(dev))
                 self.runner.change(["partx", "-u", dev], check=False)
                 self.runner.probe(["udevadm", "settle"], check=False, quiet=True)
+                if not self.runner.plan and not Path(partition_path(dev, 1)).exists():
+                    # no udev / no GPT support in this kernel: add the partition nodes ourselves
+                    self.runner.change(["partx", "-a", dev], check=False)
             out = self.runner.probe(["parted", "-s", str(self.image or os.path.realpath(self.disk)), "unit", "MiB", "print"],
                                     check=False, quiet=True)
             return f"GPT: ESP {self.layout.esp_mib} MiB FAT32 + root {self.layout.root_fs}", out.stdout

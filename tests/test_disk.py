@@ -115,3 +115,44 @@ def test_no_vfat_driver_is_detected_consistently(runner):
     has = "vfat" in Path("/proc/filesystems").read_text() or subprocess.run(
         ["modprobe", "-n", "-q", "vfat"]).returncode == 0
     assert vfat_available(runner) == has
+
+
+def test_disk_target_runs_the_same_steps_on_a_confirmed_block_device(tmp_path):
+    """target.kind: disk on a real block device (a loop device named through /dev/disk/by-id)."""
+    import os
+    import uuid
+
+    from aios_lib import image
+    from aios_lib.context import open_run
+    from aios_lib.params import parse_params
+
+    backing = tmp_path / "backing.img"
+    subprocess.run(["truncate", "-s", "1G", str(backing)], check=True)
+    loop = sh("losetup", "-f", "--show", str(backing)).strip()
+    link = Path(f"/dev/disk/by-id/synapse-test-{uuid.uuid4().hex[:8]}")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(loop, link)
+    try:
+        params = parse_params({"schema_version": 1, "target": {"kind": "disk", "device": str(link), "confirm": str(link)},
+                               "system": {"esp_size_mib": 100}}, "<disk test>")
+        t = image.open_target(open_run(params, run_dir=tmp_path / "run", phase="02"))
+        t.validate()
+        assert "not in use" in t.prepare().detail
+        t.partition()
+        t.format()
+        t.mount()
+        assert (t.root / "efi").is_dir() and str(t.root) in sh("findmnt", "-rn", "-o", "TARGET")
+        uuids = read_uuids(t.runner, t.devices)
+        assert uuids["root"]["TYPE"] == "xfs" and uuids["esp"]["TYPE"] == "vfat"
+        # the disk is now in use: a second run refuses to touch it
+        t2 = image.open_target(open_run(params, run_dir=tmp_path / "run2", phase="02"))
+        t2.validate()
+        with pytest.raises(DiskRefused, match="mounted on"):
+            check_disk(t2.runner, str(link))
+        released = t.release()
+        assert any("unmounted" in r for r in released)
+        assert str(t.root) not in sh("findmnt", "-rn", "-o", "TARGET")
+    finally:
+        link.unlink(missing_ok=True)
+        subprocess.run(["partx", "-d", loop], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
