@@ -112,7 +112,7 @@ def verdict(p: RooflinePoint) -> str:
     e = p.efficiency
     if e != e:
         return "no data"
-    if e < 0.5:
+    if e < 0.4:
         return (f"{p.label}: {e:.0%} of bandwidth: overhead-bound (per-token costs, not memory, limit tg; "
                 "a faster memory system would barely help)")
     if e < 0.8:
