@@ -31,7 +31,7 @@ def _cmd_panel(args) -> int:
 # ---- aios bench: the three configurations as ratios with CIs (aios_lib/bench.py) ----
 def _register_bench(sub) -> None:
     sp = sub.add_parser("bench", help="measure the blueprint's command, llama.cpp's defaults and the runbook's "
-                                      "choice; print tg and pp as ratios with 95% CIs",
+                                      "choice; print tg and pp as ratios with 95%% CIs",
                         description="A benchmark of the project itself: thread sweep and flash-attention A/B choose "
                                     "the runbook's configuration, then the three configurations run interleaved. "
                                     "With --from, only print what a recorded run measured.")
