@@ -49,14 +49,24 @@ def test_parsers_on_captured_output(fixtures):
     assert parse_blkid_export("DEVNAME=/dev/loop0p2\nUUID=ab-cd\nTYPE=xfs\n")["UUID"] == "ab-cd"
 
 
-def test_running_system_disk_is_refused(runner):
+def test_running_system_disk_is_refused(runner, small_image, tmp_path):
+    """The disk that holds / is refused. Where / is not on a block device (a container's
+    overlay), no disk holds the running system: then a mounted loop device stands in, and
+    check_disk must still refuse it as in use, naming no running-system reason."""
     root = sh("findmnt", "-n", "-o", "SOURCE", "/").strip()
-    if not root.startswith("/dev/"):
-        pytest.skip(f"/ is on {root!r}, not a block device")
-    disk = "/dev/" + disk_of(sh("lsblk", "-s", "-n", "-o", "NAME,TYPE", root))
-    with pytest.raises(DiskRefused) as e:
-        check_disk(runner, disk)
-    assert "in use" in str(e.value) and "running system" in str(e.value)
+    if root.startswith("/dev/"):
+        disk = "/dev/" + disk_of(sh("lsblk", "-s", "-n", "-o", "NAME,TYPE", root))
+        with pytest.raises(DiskRefused) as e:
+            check_disk(runner, disk)
+        assert "in use" in str(e.value) and "running system" in str(e.value)
+        return
+    with MountStack(runner) as ms:
+        loop = ms.attach(small_image)
+        subprocess.run(["mkfs.xfs", "-q", "-f", partition_path(loop, 2)], check=True)
+        ms.mount(partition_path(loop, 2), tmp_path / "mnt")
+        with pytest.raises(DiskRefused) as e:
+            check_disk(runner, loop)
+        assert "in use" in str(e.value) and "running system" not in str(e.value)
 
 
 def test_absent_disk_is_noted_not_refused(runner):
