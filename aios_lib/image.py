@@ -414,7 +414,8 @@ class Target:
         return self._step("finish", go)
 
     # ---- verification --------------------------------------------------------------------
-    def expectation(self, extra: dict[str, str] | None = None) -> vm.Expectation:
+    def expectation(self, extra: dict[str, str] | None = None,
+                    cmdline_extra: list[str] | None = None) -> vm.Expectation:
         """What the guest must report, from the parameters (and the record of the build)."""
         masked = self.run.recorded(self.run.phase, "masked_units", None)
         if masked is None:  # built in an earlier run (or copied from the cache): the manifest knows
@@ -423,7 +424,7 @@ class Target:
             masked = list(self.system.mask_units)
         opts, _ = normalise_mount_options(self.system.filesystem, self.system.mount_options)
         return vm.Expectation(
-            cmdline=self._expected_cmdline(), thp=self.system.thp, zram_algorithm=self.system.zram_algorithm,
+            cmdline=_with_extra(self._expected_cmdline(), cmdline_extra or []), thp=self.system.thp, zram_algorithm=self.system.zram_algorithm,
             zram_size=self.system.zram_size, journal_volatile=self.system.journald.get("Storage") == "volatile",
             journal_runtime_max=self.system.journald.get("RuntimeMaxUse"), masked=list(masked),
             root_fstype=self.system.filesystem, root_options=opts, default_target=self.system.default_target,
@@ -439,24 +440,26 @@ class Target:
             partuuid = r.stdout.strip().lower() or partuuid
         return str(build_cmdline(self.params, f"PARTUUID={partuuid}")).split()
 
-    def verify(self, extra: dict[str, str] | None = None, label: str = "verify") -> vm.BootResult:
+    def verify(self, extra: dict[str, str] | None = None, label: str = "verify",
+               cmdline_extra: list[str] | None = None) -> vm.BootResult:
         """Boot the target in QEMU (snapshot: the image is not changed) and compare every row.
 
         ``extra`` adds rows (report key -> expected value) for checks added with
-        :meth:`add_guest_check`. Raises :class:`PhaseFailed` on any mismatch.
+        :meth:`add_guest_check`; ``cmdline_extra`` what a later phase added to the boot entry's
+        command line (phase 03's kernel entry). Raises :class:`PhaseFailed` on any mismatch.
         """
         if not self.system.verify_boot:
             res = vm.BootResult([], vm.Accel("-", "system.verify_boot is false"), None, 0.0, False, "", {}, planned=True)
             return res
         disk = str(self.image) if self.image else os.path.realpath(self.disk)
-        exp = self.expectation(extra)
+        exp = self.expectation(extra, cmdline_extra)
         res = vm.boot(self.runner, disk, timeout=self.system.boot_timeout_s, workdir=self.run.dir, label=label,
                       expect=exp)
         self.boot_result = res
         if not res.planned:
             self.run.record(label, {"accel": res.accel.__dict__, "seconds": round(res.seconds, 1), "rc": res.rc,
                                     "timed_out": res.timed_out, "report": res.report, "rows": res.rows,
-                                    "serial_log": res.log, "ok": res.ok})
+                                    "serial_log": res.log, "report_log": res.report_log, "ok": res.ok})
             if not res.ok:
                 bad = "; ".join(f"{r['check']}: requested {r['requested']!r}, in effect {r['in effect']!r}"
                                 for r in res.mismatches)
@@ -530,6 +533,12 @@ class Target:
         return (f"Phase 2 target: {self.kind} {self.what} ({conf})\n  {self.system.distro} "
                 f"{self.system.suite if self.system.distro == 'debian' else ''} on {self.system.filesystem}, "
                 f"ESP {self.system.esp_size_mib} MiB; mounted at {self.mount_dir} while building")
+
+
+def _with_extra(tokens: list[str], extra: list[str]) -> list[str]:
+    """Pure: ``tokens`` plus the ``extra`` whose names are not there yet (as the entry gets them)."""
+    names = {t.split("=", 1)[0] for t in tokens}
+    return tokens + [t for t in extra if t.split("=", 1)[0] not in names]
 
 
 def open_target(run: Run) -> Target:

@@ -414,7 +414,7 @@ def boot_check(run, disk: Path, label: str = "synapse-boot", manifest: dict | No
     check = BootCheck(label, res, rows, res.report, idle_from(run, res.report),
                       hardening.parse_running((res.report.get("syn_running_services") or "").replace(",", "\n")))
     run.record(label, {"rows": rows, "report": res.report, "seconds": round(res.seconds, 1), "rc": res.rc,
-                       "serial_log": res.log, "ok": check.ok,
+                       "serial_log": res.log, "report_log": res.report_log, "ok": check.ok,
                        "idle_cpu_pct": check.idle.busy_pct if check.idle else None, "idle_top": check.idle_top,
                        "running": check.running})
     return check

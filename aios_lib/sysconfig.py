@@ -38,7 +38,7 @@ from .vm import GUEST_CHECK_TOKEN  # noqa: E402
 GUEST_CHECK_UNIT = f"""\
 # Synapse: self-check for verification boots under QEMU (runs only with the SMBIOS OEM string
 # "{GUEST_CHECK_TOKEN}"). Oneshot: it hands the check to a transient unit and ends, so the boot can
-# finish; the check waits for that, prints its findings on ttyS0 and powers off.
+# finish; the check waits for that, prints its findings on ttyS1 (QEMU's report file) and powers off.
 [Unit]
 Description=Synapse guest self-check (QEMU verification boots only)
 After=multi-user.target
@@ -46,7 +46,7 @@ After=multi-user.target
 [Service]
 Type=oneshot
 ExecCondition=/bin/grep -aqs {GUEST_CHECK_TOKEN} /sys/firmware/dmi/tables/DMI
-ExecStart=/usr/bin/systemd-run --no-block --unit=aios-guest-check-run --property=StandardOutput=tty --property=TTYPath=/dev/ttyS0 {GUEST_CHECK_PATH}
+ExecStart=/usr/bin/systemd-run --no-block --unit=aios-guest-check-run {GUEST_CHECK_PATH}
 
 [Install]
 WantedBy=multi-user.target

@@ -10,8 +10,11 @@ Used by phase 2 (the base image), phase 3 (a custom kernel in the image, or a ti
   development machine /dev/kvm exists but OVMF under it dies with ``KVM internal error``).
 * Writes never reach the image: the disk is attached with ``snapshot=on``.
 * The guest self-check (installed by ``sysconfig.install_guest_check``) runs only when QEMU passes
-  the SMBIOS OEM string ``aios-guest-check``; it prints ``AIOS-CHECK key=value`` lines on the
-  serial console between ``AIOS-CHECK-BEGIN`` and ``AIOS-CHECK-END`` and powers off.
+  the SMBIOS OEM string ``aios-guest-check``; it prints ``AIOS-CHECK key=value`` lines between
+  ``AIOS-CHECK-BEGIN`` and ``AIOS-CHECK-END`` and powers off. It writes them to a second serial
+  port (the guest's ttyS1) that QEMU sends straight to a file: ttyS0 is the console, where a
+  getty's vhangup() at the wrong moment silently cut the report off (seen in CI: the check ran and
+  powered off, but not one line arrived).
   :func:`parse_guest_report` turns the serial log into a dict; :func:`compare` into rows of
   requested vs in effect.
 """
@@ -165,7 +168,7 @@ def compare(report: dict[str, str], exp: Expectation) -> list[dict]:
     def row(check, requested, in_effect, ok):
         rows.append({"check": check, "requested": requested, "in effect": in_effect, "ok": bool(ok)})
 
-    row("guest check ran", "BEGIN..END on ttyS0", f"begin={report.get('_begin')} end={report.get('_end')}",
+    row("guest check ran", "BEGIN..END on ttyS1", f"begin={report.get('_begin')} end={report.get('_end')}",
         report.get("_begin") == "True" and report.get("_end") == "True")
     loader = report.get("loader", "")
     row("boot loader", exp.loader, loader or None, loader.startswith(exp.loader))
@@ -232,6 +235,7 @@ class BootResult:
     planned: bool = False
     log: str | None = None
     rows: list[dict] = field(default_factory=list)
+    report_log: str | None = None  # what the guest check wrote on ttyS1
 
     @property
     def ok(self) -> bool:
@@ -257,7 +261,8 @@ class BootResult:
 def qemu_argv(*, disk: str | None = None, kernel: str | None = None, initrd: str | None = None,
               append: str | None = None, firmware: tuple[str, str] | None = None, vars_copy: str | None = None,
               accel: Accel, memory_mib: int = 2048, smp: int = 2, snapshot: bool = True,
-              guest_check: bool = True, extra: list[str] | None = None) -> list[str]:
+              guest_check: bool = True, report_file: str | None = None,
+              extra: list[str] | None = None) -> list[str]:
     argv = [QEMU, *accel.qemu_args(), "-machine", "q35", "-smp", str(smp), "-m", str(memory_mib),
             "-nodefaults", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]
     if firmware:
@@ -273,6 +278,8 @@ def qemu_argv(*, disk: str | None = None, kernel: str | None = None, initrd: str
         argv += ["-append", append]
     if guest_check:
         argv += ["-smbios", f"type=11,value={GUEST_CHECK_TOKEN}"]
+        if report_file:  # the second -serial is the guest's ttyS1: the check's report channel
+            argv += ["-serial", f"file:{report_file}"]
     return argv + list(extra or [])
 
 
@@ -296,9 +303,10 @@ def boot(runner: Runner, disk: str | os.PathLike | None = None, *, kernel: str |
         # a fresh variable store per boot, outside the record (it is firmware state, not a result)
         vars_copy = str(Path(tempfile.gettempdir()) / "synapse-ovmf" / f"{label}-{os.getpid()}-{id(runner)}.fd")
         runner.write_file(vars_copy, Path(firmware[1]).read_bytes(), note="fresh UEFI variable store")
+    report_file = workdir / f"{label}-report.log"
     argv = qemu_argv(disk=str(disk) if disk else None, kernel=kernel, initrd=initrd, append=append, firmware=firmware,
                      vars_copy=vars_copy, accel=accel, memory_mib=memory_mib, smp=smp, snapshot=snapshot,
-                     guest_check=guest_check, extra=extra_args)
+                     guest_check=guest_check, report_file=str(report_file), extra=extra_args)
     r = runner.work(argv, timeout=timeout, check=False, progress=_boot_progress,
                     note=f"verification boot ({accel.name})")
     if vars_copy and not r.planned:
@@ -308,8 +316,11 @@ def boot(runner: Runner, disk: str | os.PathLike | None = None, *, kernel: str |
     serial = r.stdout + ("\n[stderr]\n" + r.stderr if r.stderr.strip() else "")
     log = workdir / f"{label}-serial.log"
     runner.write_file(log, serial, note="serial console of the verification boot")
-    report = parse_guest_report(r.stdout)
-    res = BootResult(argv, accel, r.rc, r.duration, r.timed_out, serial, report, log=str(log))
+    # the report channel (ttyS1) first; the console too, for images whose check still writes there
+    channel = report_file.read_text(errors="replace") if report_file.exists() else ""
+    report = parse_guest_report(channel + "\n" + r.stdout)
+    res = BootResult(argv, accel, r.rc, r.duration, r.timed_out, serial, report, log=str(log),
+                     report_log=str(report_file) if channel else None)
     if expect is not None:
         res.rows = compare(report, expect)
         if r.timed_out:
@@ -330,7 +341,7 @@ def boot_kernel(runner: Runner, kernel: str, initrd: str | None = None, append: 
 
 
 _STAGES = [("BdsDxe", 0.05), ("EFI stub", 0.15), ("Linux version", 0.2), ("Run /init", 0.3),
-           ("Switching root", 0.5), ("Reached target", 0.6), ("login:", 0.8), ("AIOS-CHECK-BEGIN", 0.9),
+           ("Switching root", 0.5), ("Reached target", 0.6), ("login:", 0.8), ("aios-guest-check: started", 0.9), ("AIOS-CHECK-BEGIN", 0.9),
            ("reboot: Power down", 1.0)]
 
 

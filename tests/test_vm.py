@@ -23,6 +23,24 @@ def test_qemu_argv_uefi_snapshot_and_guest_check_marker():
     assert "-accel" in k and "kvm" in k and "type=11,value=aios-guest-check" not in k
 
 
+def test_guest_report_has_its_own_serial_port_after_the_console():
+    """The report channel is the second -serial (the guest's ttyS1), never the console's ttyS0."""
+    argv = vm.qemu_argv(disk="/x.img", accel=vm.Accel("tcg", "t"), report_file="/run/verify-report.log")
+    serials = [argv[i + 1] for i, a in enumerate(argv) if a == "-serial"]
+    assert serials == ["stdio", "file:/run/verify-report.log"]
+    assert "-serial" not in vm.qemu_argv(kernel="/bz", accel=vm.Accel("tcg", "t"), guest_check=False,
+                                         report_file="/r.log")[-2:]
+
+
+def test_guest_check_writes_to_ttyS1_and_the_unit_does_not_hold_the_console():
+    from aios_lib import sysconfig
+
+    script = sysconfig.GUEST_CHECK.read_text()
+    assert "port=ttyS1;" in script and "stty -F /dev/ttyS1" in script
+    assert script.index("exec >/dev/$port") < script.index("AIOS-CHECK-BEGIN")
+    assert "TTYPath" not in sysconfig.GUEST_CHECK_UNIT and "StandardOutput=tty" not in sysconfig.GUEST_CHECK_UNIT
+
+
 def test_accel_can_be_forced_and_is_detected_by_trying(runner, monkeypatch):
     vm._ACCEL_CACHE.clear()
     monkeypatch.setenv("AIOS_QEMU_ACCEL", "tcg")

@@ -4,9 +4,13 @@
 # "aios-guest-check" (so a real machine never runs it). It waits for the boot to finish, prints
 # what is in effect as "AIOS-CHECK key=value" lines on the serial console, runs the extra checks
 # in /usr/local/lib/aios/checks.d/*.sh (later phases add theirs), and powers the machine off.
-exec >/dev/ttyS0 2>&1
+# The report goes to ttyS1, a serial port QEMU writes straight to a file, never to the console
+# (ttyS0): a getty starting there calls vhangup(), after which every write of ours would be lost.
 systemctl is-system-running --wait >/dev/null 2>&1
 sleep 2
+port=ttyS1; stty -F /dev/ttyS1 -echo raw 2>/dev/null || port=ttyS0
+echo "aios-guest-check: started, report on $port" >/dev/kmsg 2>/dev/null
+exec >/dev/$port 2>&1
 say() { printf '\nAIOS-CHECK %s=%s\n' "$1" "$2"; }
 one() { tr '\n' ' ' | sed 's/  */ /g; s/ $//'; }
 echo
@@ -37,6 +41,8 @@ for f in /etc/sysctl.d/90-synapse.conf; do
   [ -r "$f" ] || continue
   for k in $(sed -n 's/^\([a-z][a-zA-Z0-9_.-]*\) *=.*/\1/p' "$f"); do say "sysctl.$k" "$(sysctl -n "$k" 2>/dev/null)"; done
 done
+# the loaded modules, the list a custom kernel's localmodconfig needs (phase 3: kernel.lsmod_file)
+say modules "$(awk '{print $1}' /proc/modules | sort | one)"
 say boot_time "$(systemd-analyze time 2>/dev/null | head -n1 | sed 's/^Startup finished in //')"
 for f in /usr/local/lib/aios/checks.d/*.sh; do
   [ -x "$f" ] && "$f"

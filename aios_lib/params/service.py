@@ -15,8 +15,8 @@ DEFAULT_MASK = [
     "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
     "e2scrub_reap.service", "man-db.timer", "systemd-tmpfiles-clean.timer", "cron.service",
     "systemd-timesyncd.service", "xfs_scrub_all.timer",
-    # an appliance has no login on the serial console (only on the local tty1); agetty's vhangup()
-    # also cut off anything else writing to ttyS0 while it started (the QEMU guest check's output)
+    # an appliance has no login on the serial console (only on the local tty1). (agetty's vhangup()
+    # once cut off the QEMU guest check's output on ttyS0; the check now reports on ttyS1.)
     "serial-getty@ttyS0.service",
 ]
 
