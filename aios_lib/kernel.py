@@ -233,6 +233,7 @@ def configure(run, src: KernelSource | None = None, *, base: str | None = None,
     inputs = {"src": src.key, "base": base, "minimum": k.minimum if base == "tinyconfig" else [],
               "extra": k.extra_fragments, "frag": frag, "flavour": k.distro_flavour if base == "distro" else "",
               "file": k.base_config_file if base == "file" else "", "lsmod": sorted(lsmod_mods),
+              "keep": sorted(k.keep_modules) if k.localmodconfig else [],
               "localversion": k.localversion}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
     build = cache_dir("kernel-config", f"{src.version}-{label or base}-{key}")
@@ -273,6 +274,12 @@ def configure(run, src: KernelSource | None = None, *, base: str | None = None,
     # 2. localmodconfig, before the table (it would otherwise strip what the table turned on)
     if k.localmodconfig:
         lsmod = resolve_in_project(k.lsmod_file)
+        if k.keep_modules:  # needed by the target but not loaded when the list was captured
+            lsmod = build / "synapse-lsmod.txt"
+            src_list = resolve_in_project(k.lsmod_file)
+            text = src_list.read_text(errors="replace") if src_list.exists() else ""
+            runner.write_file(lsmod, text.rstrip("\n") + "\n" + "".join(f"{m} 0 0\n" for m in k.keep_modules),
+                              note="the captured list plus kernel.keep_modules")
         r = do(_make(src, build, "localmodconfig", extra=[f"LSMOD={lsmod}"]), input="\n" * 20000)
         if not r.planned:
             after = kconfig.parse_config(cfg.read_text())
@@ -428,12 +435,40 @@ def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
 # ---------------------------------------------------------------------------------------------
 # install into a target root + systemd-boot entry
 # ---------------------------------------------------------------------------------------------
+ENTRY_TOKEN = "synapse"  # phase 02's entry token (/etc/kernel/entry-token)
+
+
 def boot_entry(title: str, release: str, root_spec: str, cmdline: list[str], initrd: bool = True) -> str:
-    """A systemd-boot Type #1 entry (paths are relative to the ESP)."""
-    lines = [f"title   {title} ({release})", f"version {release}", f"linux   /vmlinuz-{release}"]
+    """A systemd-boot Type #1 entry (paths relative to the ESP), laid out as kernel-install does."""
+    lines = [f"title   {title} ({release})", f"version {release}",
+             f"linux   /{ENTRY_TOKEN}/{release}/linux"]
     if initrd:
-        lines.append(f"initrd  /initrd.img-{release}")
+        lines.append(f"initrd  /{ENTRY_TOKEN}/{release}/initrd")
     lines.append("options " + " ".join([f"root={root_spec}", *cmdline]))
+    return "\n".join(lines) + "\n"
+
+
+def entry_with_options(entry_text: str, extra: list[str]) -> str:
+    """Pure: the BLS entry with ``extra`` appended to its ``options`` line (tokens already there,
+    by name, are not repeated)."""
+    out, done = [], False
+    for ln in entry_text.splitlines():
+        if ln.startswith("options") and not done:
+            toks = ln.split()[1:]
+            names = {t.split("=", 1)[0] for t in toks}
+            toks += [t for t in extra if t.split("=", 1)[0] not in names]
+            ln, done = "options " + " ".join(toks), True
+        out.append(ln)
+    if not done and extra:
+        out.append("options " + " ".join(extra))
+    return "\n".join(out) + "\n"
+
+
+def loader_default(conf_text: str, entry_name: str) -> str:
+    """Pure: loader.conf with ``default`` set to ``entry_name`` (the rest kept)."""
+    lines = [ln for ln in conf_text.splitlines() if not re.match(r"^\s*default\s", ln)]
+    at = next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))
+    lines.insert(at, f"default {entry_name}")
     return "\n".join(lines) + "\n"
 
 
@@ -444,22 +479,50 @@ class InstallPlan:
     commands: list[str]
     entry: str
     planned: bool
+    entry_name: str = ""
+    checks: list[dict] = field(default_factory=list)  # read back from the target: requested vs found
+
+    @property
+    def ok(self) -> bool:
+        return self.planned or (bool(self.checks) and all(c["ok"] for c in self.checks))
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.checks, columns=["item", "requested", "in effect", "ok"])
+
+    def as_dict(self) -> dict:
+        return {"root": self.root, "release": self.release, "entry_name": self.entry_name, "entry": self.entry,
+                "planned": self.planned, "checks": self.checks, "commands": self.commands}
 
     def _repr_markdown_(self) -> str:
-        state = "planned, not run" if self.planned else "done"
+        state = "planned, not run" if self.planned else ("done, read back" if self.ok else "READ-BACK MISMATCH")
         cmds = "\n".join(f"$ {c}" for c in self.commands)
-        return (f"**install into `{self.root}`** ({state})\n\n```\n{cmds}\n```\n\nboot entry:\n\n```\n{self.entry}```")
+        rows = "".join(f"\n| {c['item']} | `{c['requested']}` | `{c['in effect']}` | {'ok' if c['ok'] else '**NO**'} |"
+                       for c in self.checks)
+        table = ("\n\n| item | requested | in effect | ok |\n|---|---|---|---|" + rows) if rows else ""
+        return (f"**install into `{self.root}`** ({state})\n\n```\n{cmds}\n```\n\nboot entry "
+                f"`{self.entry_name}`:\n\n```\n{self.entry}```" + table)
 
 
 def install(run, cfg: ConfigResult, built: BuildResult, root: str | None = None,
             root_spec: str = "PARTUUID=<root partition>") -> InstallPlan:
     """Install the kernel (and its modules) into the target root and add a systemd-boot entry.
 
+    The same way phase 02 put the distribution's kernel there: the files under ``/boot``, a dracut
+    initrd, then ``kernel-install add`` inside the root, which copies both onto the ESP and writes
+    the BLS entry from ``/etc/kernel/cmdline``. ``kernel.install.cmdline`` is appended to that
+    entry's options, and ``loader.conf`` names the new entry as default (the distribution's entry
+    stays as the fallback). Everything is read back from the root.
+
     ``root`` is the mounted target root (see :func:`install_into_target`). Without one, or with
     ``kernel.install.enabled: false``, the commands are shown and not run.
     """
+    from .cmdline import check_tokens
+
     k = run.params.kernel
     ins = k.install
+    check_tokens(list(ins.cmdline), key="kernel.install.cmdline")  # refuse before anything runs
     root = root or (ins.root if ins.root != "auto" else None)
     release = built.release or f"<release>{k.localversion}"
     runner = run.runner
@@ -469,43 +532,156 @@ def install(run, cfg: ConfigResult, built: BuildResult, root: str | None = None,
 
         runner = Runner(journal=Journal(None), plan=True, phase=run.phase)  # shown, never run
     root = root or "/mnt/target"
-    esp = Path(root) / ins.esp.lstrip("/")
+    rootp = Path(root)
+    esp = rootp / ins.esp.lstrip("/")
     cmds: list[str] = []
     src, bdir = cfg.source, built.dir
+    modules = (cfg.final_config or {}).get("MODULES", "y" if cfg.planned else "n") == "y"
+    relax = ["env", "SYSTEMD_RELAX_ESP_CHECKS=1"]  # the ESP may be a staging tmpfs (see bootloader)
     if ins.method == "bindeb-pkg":
         debs = sorted(bdir.parent.glob(f"linux-image-{release}_*.deb"), key=lambda p: p.stat().st_mtime)
         deb = debs[-1] if debs else bdir.parent / f"linux-image-{release}_<version>_amd64.deb"
         cmds.append(runner.change(["install", "-D", "-m", "0644", str(deb), f"{root}/tmp/{deb.name}"]).cmdline)
-        cmds.append(runner.change(["dpkg", "-i", f"/tmp/{deb.name}"], root=root).cmdline)
+        # Debian's postinst hooks run kernel-install (systemd-boot's zz-systemd-boot) themselves
+        cmds.append(runner.change([*relax, "dpkg", "-i", f"/tmp/{deb.name}"], root=root, timeout=1800).cmdline)
     else:
-        cmds.append(runner.change(_make(src, bdir, "modules_install",
-                                        extra=[f"INSTALL_MOD_PATH={root}", "INSTALL_MOD_STRIP=1"])).cmdline)
-        cmds.append(runner.change(["install", "-D", "-m", "0644", str(bdir / ".config"),
-                                   f"{root}/boot/config-{release}"]).cmdline)
-        cmds.append(runner.change(["install", "-D", "-m", "0644", str(built.image),
-                                   f"{root}/boot/vmlinuz-{release}"]).cmdline)
-        cmds.append(runner.change(["update-initramfs", "-c", "-k", release], root=root).cmdline)
-    # systemd-boot reads the kernel and initramfs from the ESP
-    cmds.append(runner.change(["install", "-D", "-m", "0644", f"{root}/boot/vmlinuz-{release}",
-                               f"{esp}/vmlinuz-{release}"]).cmdline)
-    cmds.append(runner.change(["install", "-D", "-m", "0644", f"{root}/boot/initrd.img-{release}",
-                               f"{esp}/initrd.img-{release}"]).cmdline)
-    entry = boot_entry(ins.entry_title, release, root_spec, ins.cmdline)
-    r = runner.write_file(esp / "loader/entries" / f"synapse-{release}.conf", entry, note="systemd-boot entry")
-    cmds.append(r.cmdline)
-    return InstallPlan(str(root), release, cmds, entry, planned=runner.plan)
+        if modules:
+            cmds.append(runner.change(_make(src, bdir, "modules_install",
+                                            extra=[f"INSTALL_MOD_PATH={root}", "INSTALL_MOD_STRIP=1"]),
+                                      timeout=1800, note="modules into the target root").cmdline)
+        for f, dst in ((built.image, f"vmlinuz-{release}"), (bdir / ".config", f"config-{release}"),
+                       (bdir / "System.map", f"System.map-{release}")):
+            cmds.append(runner.change(["install", "-D", "-m", "0644", str(f), f"{root}/boot/{dst}"]).cmdline)
+        # the initrd as Debian's kernel postinst makes it (Debian's dracut has no kernel-install
+        # plugin), with phase 02's /etc/dracut.conf.d; then kernel-install copies both onto the ESP
+        cmds.append(runner.change(["dracut", "--force", "--kver", release, f"/boot/initrd.img-{release}"], root=root,
+                                  timeout=1800, note="systemd-based initrd (phase 02's dracut config)").cmdline)
+        cmds.append(runner.change([*relax, "kernel-install", "add", release, f"/boot/vmlinuz-{release}",
+                                   f"/boot/initrd.img-{release}"], root=root, timeout=1800,
+                                  note="kernel + initrd + BLS entry from /etc/kernel/cmdline, as in phase 02").cmdline)
+    entry_name = f"{ENTRY_TOKEN}-{release}.conf"
+    entry_path = esp / "loader/entries" / entry_name
+    conf_path = esp / "loader/loader.conf"
+    if runner.plan:
+        entry = boot_entry(ins.entry_title, release, root_spec, ["<the target's /etc/kernel/cmdline>", *ins.cmdline])
+        cmds.append(runner.write_file(entry_path, entry, note="append kernel.install.cmdline").cmdline)
+        cmds.append(runner.write_file(conf_path, f"default {entry_name}\n", note="the new kernel by default").cmdline)
+        return InstallPlan(str(root), release, cmds, entry, planned=True, entry_name=entry_name)
+    written = entry_path.read_text() if entry_path.exists() else ""
+    if not written:
+        raise KernelError(f"kernel-install wrote no entry {entry_path}: is {root} a phase 02 target "
+                          f"(systemd-boot, /etc/kernel/entry-token = {ENTRY_TOKEN})?")
+    entry = entry_with_options(written, list(ins.cmdline))
+    cmds.append(runner.write_file(entry_path, entry, note="kernel.install.cmdline appended").cmdline)
+    if ins.make_default:
+        conf = conf_path.read_text() if conf_path.exists() else ""
+        cmds.append(runner.write_file(conf_path, loader_default(conf, entry_name),
+                                      note="the new kernel by default; the distribution's entry stays").cmdline)
+    res = InstallPlan(str(root), release, cmds, entry, planned=False, entry_name=entry_name)
+    res.checks = read_back_install(rootp, esp, release, entry_name, list(ins.cmdline), modules, ins.make_default)
+    res.checks.append(initrd_drivers_row(rootp, release))
+    run.record("kernel_install", res.as_dict())
+    if not res.ok:
+        bad = "; ".join(f"{c['item']}: requested {c['requested']}, in effect {c['in effect']}"
+                        for c in res.checks if not c["ok"])
+        fix = (" (add the missing drivers to kernel.keep_modules so localmodconfig keeps them, or turn their "
+               "options on in kernel.options)" if not res.checks[-1]["ok"] else "")
+        raise KernelError(f"kernel install read-back mismatch in {root}: {bad}{fix}")
+    return res
 
 
-def install_into_target(run, cfg: ConfigResult, built: BuildResult) -> InstallPlan:
+def read_back_install(root: Path, esp: Path, release: str, entry_name: str, extra: list[str], modules: bool,
+                      make_default: bool) -> list[dict]:
+    """What the target now holds for ``release``: files, modules, the entry and loader.conf."""
+    from .bootloader import parse_bls_entry
+
+    def row(item, requested, in_effect, ok):
+        return {"item": item, "requested": requested, "in effect": in_effect, "ok": bool(ok)}
+
+    ep = esp / "loader/entries" / entry_name
+    entry = parse_bls_entry(ep.read_text()) if ep.exists() else {}
+    opts = entry.get("options", "").split()
+    kdir = esp / ENTRY_TOKEN / release
+    initrds = sorted(p.name for p in kdir.glob("initrd*")) if kdir.exists() else []
+    conf = (esp / "loader/loader.conf").read_text() if (esp / "loader/loader.conf").exists() else ""
+    default = next((ln.split(None, 1)[1].strip() for ln in conf.splitlines() if ln.startswith("default ")), None)
+    mdir = root / "lib/modules" / release
+    rows = [
+        row("kernel in /boot", f"vmlinuz-{release}", f"vmlinuz-{release}" if (root / "boot" / f"vmlinuz-{release}").exists()
+            else None, (root / "boot" / f"vmlinuz-{release}").exists()),
+        row("modules", f"/lib/modules/{release} with modules.dep" if modules else "none (MODULES=n)",
+            ("modules.dep" if (mdir / "modules.dep").exists() else "missing") if modules else "-",
+            (mdir / "modules.dep").exists() if modules else True),
+        row("kernel on ESP", f"{ENTRY_TOKEN}/{release}/linux", "present" if (kdir / "linux").exists() else None,
+            (kdir / "linux").exists()),
+        row("initrd on ESP (dracut)", f"{ENTRY_TOKEN}/{release}/initrd", ", ".join(initrds) or None, bool(initrds)),
+        row("boot entry", entry_name, entry.get("version") and entry_name, entry.get("version") == release),
+        row("entry options", " ".join(extra) or "(the target's command line)", " ".join(opts) or None,
+            bool(opts) and all(t in opts for t in extra) and any(t.startswith("root=") for t in opts)),
+    ]
+    if make_default:
+        rows.append(row("loader.conf default", entry_name, default, default == entry_name))
+    return rows
+
+
+def dracut_drivers(conf_texts: list[str]) -> list[str]:
+    """Pure: module names that dracut config files add (``add_drivers+=" a b "``, ``force_drivers``)."""
+    out: list[str] = []
+    for text in conf_texts:
+        for m in re.finditer(r"""^\s*(?:add_drivers|force_drivers)\+?=\s*["']([^"']*)["']""", text, re.M):
+            out += [x for x in m.group(1).split() if x not in out]
+    return out
+
+
+def module_names(modules_dep: str, modules_builtin: str) -> set[str]:
+    """Pure: the module names a kernel has (loadable from modules.dep, built in from
+    modules.builtin), with ``-`` as ``_`` as modprobe treats them."""
+    names = set()
+    for text in (modules_dep, modules_builtin):
+        for ln in text.splitlines():
+            path = ln.split(":", 1)[0].strip()
+            if path:
+                names.add(re.sub(r"\.ko(\.\w+)?$", "", path.rsplit("/", 1)[-1]).replace("-", "_"))
+    return names
+
+
+def initrd_drivers_row(root: Path, release: str) -> dict:
+    """Read back: does the kernel have every driver the target's dracut config puts in the initrd?
+    (dracut only logs ``FAILED`` for a missing one and builds the initrd anyway.)"""
+    confs = [p.read_text(errors="replace") for p in sorted((root / "etc/dracut.conf.d").glob("*.conf"))]
+    want = dracut_drivers(confs)
+    mdir = root / "lib/modules" / release
+    have = module_names(*((mdir / f).read_text(errors="replace") if (mdir / f).exists() else ""
+                          for f in ("modules.dep", "modules.builtin")))
+    missing = [m for m in want if m.replace("-", "_") not in have]
+    return {"item": "initrd drivers (dracut add_drivers)", "requested": " ".join(want) or "(none)",
+            "in effect": f"missing: {' '.join(missing)}" if missing else "all present", "ok": not missing}
+
+
+def install_into_target(run, cfg: ConfigResult, built: BuildResult, check: bool = True) -> InstallPlan:
     """Install into phase 02's target (image or disk), mounted through :mod:`aios_lib.image`;
-    with ``target.kind: none`` or ``kernel.install.enabled: false`` only shows the commands."""
-    if run.params.target.kind == "none" or not run.params.kernel.install.enabled or run.plan:
+    with ``target.kind: none`` or ``kernel.install.enabled: false`` only shows the commands.
+    With ``check``, the phase's boot check for this kernel (:func:`boot_in_target`'s guest check)
+    is installed beside it."""
+    if run.params.target.kind == "none" or not run.params.kernel.install.enabled \
+            or (not run.plan and (cfg.planned or built.planned)):
         return install(run, cfg, built)
     from . import image
 
     target = image.open_target(run)
+    if run.plan:  # the same steps, mounts included, listed and not run
+        with target.mounted() as root:
+            return install(run, cfg, built, root=str(root))
+    if target.image is not None and not target.image.exists():
+        raise KernelError(f"{target.image} does not exist: build the target first (phase 02, e.g. phases: "
+                          f"[\"02\", \"03\"] in {run.params.source_file or 'the parameters'})")
     with target.mounted() as root:
-        return install(run, cfg, built, root=str(root), root_spec=_root_spec(run, root))
+        res = install(run, cfg, built, root=str(root), root_spec=_root_spec(run, root))
+        if check:
+            target.add_guest_check("kernel", guest_check_script(cfg))
+    if target.image is not None:  # the image now holds more than phase 02 built: say so
+        target._write_manifest(kernel_installed=res.release, kernel_entry=res.entry_name)
+    return res
 
 
 def _root_spec(run, root) -> str:
@@ -514,14 +690,79 @@ def _root_spec(run, root) -> str:
     return f"PARTUUID={pu}" if pu else "PARTUUID=<root partition>"
 
 
-def record(run, cfg: ConfigResult, built: BuildResult | None = None, booted=None) -> dict:
-    """Keep what later phases and comparisons need in results.json (with the boot read-back)."""
+# ---------------------------------------------------------------------------------------------
+# boot the installed kernel inside the target (phase 02's image and its QEMU check)
+# ---------------------------------------------------------------------------------------------
+def table_symbols(cfg: ConfigResult) -> list[str]:
+    """The symbols the table is about, as they exist in this tree (renames applied), plus HZ."""
+    syms = []
+    for r in cfg.table:
+        s = r.symbol or r.requested
+        if s and s not in syms:
+            syms.append(s)
+        if s and s.startswith("HZ_") and "HZ" not in syms:
+            syms.append("HZ")  # the value the choice yields
+    return syms
+
+
+def guest_check_script(cfg: ConfigResult) -> str:
+    """A guest check (see ``sysconfig.install_guest_check``) that prints the booted kernel's own
+    configuration: a hash of /proc/config.gz and the table's symbols, one ``AIOS-CHECK`` line each."""
+    syms = " ".join(table_symbols(cfg))
+    return ("#!/bin/sh\n# Synapse phase 03: the running kernel's configuration, read from /proc/config.gz\n"
+            "if [ ! -r /proc/config.gz ]; then echo 'AIOS-CHECK kconfig_sha=no /proc/config.gz (IKCONFIG_PROC off)'; "
+            "exit 0; fi\n"
+            "echo \"AIOS-CHECK kconfig_sha=$(zcat /proc/config.gz | sha256sum | cut -c1-16)\"\n"
+            f"for s in {syms}; do\n"
+            "  v=$(zcat /proc/config.gz | sed -n \"s/^CONFIG_$s=//p\" | tr -d '\"')\n"
+            "  echo \"AIOS-CHECK kconfig.$s=${v:-n}\"\n"
+            "done\n")
+
+
+def booted_config(report: dict[str, str]) -> dict[str, str]:
+    """Pure: the ``kconfig.<SYM>`` lines of a guest report as a config dict (``n`` left out, as in
+    a .config)."""
+    return {k[len("kconfig."):]: v for k, v in report.items() if k.startswith("kconfig.") and v != "n"}
+
+
+def boot_expectation(cfg: ConfigResult, built: BuildResult, inst: InstallPlan) -> dict[str, str]:
+    """Extra rows for phase 02's verification boot: this kernel, its entry, its own config."""
+    exp = {"kernel": built.release or "?", "loader_entry": inst.entry_name,
+           "kconfig_sha": (cfg.config_hash or "?")}
+    for s in table_symbols(cfg):
+        exp[f"kconfig.{s}"] = kconfig.config_value(cfg.final_config, s) or "n"
+    return exp
+
+
+def boot_in_target(run, cfg: ConfigResult, built: BuildResult, inst: InstallPlan):
+    """Boot the target (snapshot: unchanged) in QEMU through systemd-boot with the new kernel as
+    default, and compare every row: phase 02's settings, then uname -r, the entry, the command line
+    with ``kernel.install.cmdline``, and the kernel's own /proc/config.gz against the build.
+    None without a target; in plan mode the QEMU command is listed, not run."""
+    from . import image
+
+    if run.params.target.kind == "none" or not run.params.kernel.install.enabled or (inst.planned and not run.plan):
+        return None  # nothing was installed into a target
+    target = image.open_target(run)
+    exp = boot_expectation(cfg, built, inst)
+    return target.verify(extra=exp, label="kernel-boot", cmdline_extra=list(run.params.kernel.install.cmdline))
+
+
+def record(run, cfg: ConfigResult, built: BuildResult | None = None, booted=None,
+           inst: InstallPlan | None = None, in_target=None) -> dict:
+    """Keep what later phases and comparisons need in results.json: the table, the build, the
+    busybox boot read-back, the install into the target and the boot inside it."""
     out = {"config": cfg.summary(), "table": [r.as_dict() for r in cfg.rows],
-           "build": built.as_dict() if built else None, "boot": None}
+           "build": built.as_dict() if built else None, "boot": None, "install": None, "boot_in_target": None}
     if booted is not None and not getattr(booted, "planned", True):
         agree = {r.symbol or r.requested: kconfig.config_value(booted.config, r.symbol or r.requested)
                  == kconfig.config_value(cfg.final_config, r.symbol or r.requested) for r in cfg.table}
         out["boot"] = {**booted.as_dict(), "table_agrees": all(agree.values()) if booted.config else None,
                        "agree": agree}
+    if inst is not None:
+        out["install"] = inst.as_dict()
+    if in_target is not None and not getattr(in_target, "planned", True):
+        out["boot_in_target"] = {"ok": in_target.ok, "seconds": round(in_target.seconds, 1), "rows": in_target.rows,
+                                 "serial_log": in_target.log, "report_log": in_target.report_log}
     run.record("kernel", out)
     return out

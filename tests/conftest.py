@@ -7,16 +7,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def pytest_configure(config):
-    """Tests (and the notebook kernels nbval starts) write their records to a temporary
-    outputs/ so the versioned one stays clean."""
-    import tempfile
-
-    if "AIOS_OUTPUTS" not in os.environ:
-        os.environ["AIOS_OUTPUTS"] = tempfile.mkdtemp(prefix="aios-test-outputs-")
-    os.environ.setdefault("AIOS_ROOT", str(ROOT))
-
-
 @pytest.fixture
 def runner(tmp_path):
     from aios_lib.journal import Journal

@@ -51,8 +51,11 @@ class KernelInstall(Section):
     #: image mounts it at /efi
     esp: str = "/efi"
     entry_title: str = "Synapse OS"
-    #: kernel command line of the boot entry (root= is added from the target)
-    cmdline: list[str] = ["rw", "nohz_full=1-3", "transparent_hugepage=madvise"]
+    #: added to the target's command line (phase 02's /etc/kernel/cmdline) in this kernel's entry,
+    #: e.g. nohz_full=<cpus>, without which NO_HZ_FULL does nothing; names already there are kept
+    cmdline: list[str] = Field(default_factory=list)
+    #: make the new kernel's entry the default in loader.conf (the distribution's stays in the menu)
+    make_default: bool = True
 
 
 class Kernel(Section):
@@ -81,6 +84,9 @@ class Kernel(Section):
     resolve: bool = True
     localmodconfig: bool = False
     lsmod_file: str | None = None  # module list captured on the target (`lsmod > file`)
+    #: modules localmodconfig must keep although the target had not loaded them when the list was
+    #: captured (e.g. what the target's initrd config adds: phase 02's dracut add_drivers)
+    keep_modules: list[str] = Field(default_factory=list)
     jobs: int | Literal["auto"] = "auto"
     #: bzImage: kernel only (the tiny test kernel); all: kernel + modules; bindeb-pkg: .deb files
     build_target: Literal["bzImage", "all", "bindeb-pkg"] = "bzImage"
