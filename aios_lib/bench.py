@@ -272,6 +272,27 @@ class Experiment:
                     out.append(list(row["samples_ts"]))
         return out
 
+    def round_means(self, label: str, test: str, include_contended: bool = True) -> dict[int, float]:
+        """Round -> the mean of that round's invocation: one sample per invocation."""
+        out: dict[int, float] = {}
+        for rec in self.records:
+            if rec["label"] != label or rec.get("planned"):
+                continue
+            if not include_contended and (rec.get("load") or {}).get("contended"):
+                continue
+            for row in rec.get("rows", []):
+                if row["test"] == test and row["samples_ts"]:
+                    out[rec["round"]] = sum(row["samples_ts"]) / len(row["samples_ts"])
+        return out
+
+    def paired(self, a: str, b: str, test: str, include_contended: bool = True,
+               band: float = stats.EQUIVALENCE_BAND) -> stats.PairedRatio:
+        """``b`` relative to ``a`` from the rounds both ran in (paired per-round log-ratios)."""
+        ma = self.round_means(a, test, include_contended)
+        mb = self.round_means(b, test, include_contended)
+        rounds = sorted(set(ma) & set(mb))
+        return stats.paired_ratio([ma[r] for r in rounds], [mb[r] for r in rounds], a, b, band=band)
+
     def samples(self, label: str, test: str, include_contended: bool = True) -> list[float]:
         return [x for r in self.rounds(label, test, include_contended) for x in r]
 
@@ -446,16 +467,16 @@ def inputs(run) -> Inputs:
     quantized = run.recorded("04", "quantized") or {}
     syn = run.recorded("04", "synthetic") or {}
     if not build or not mdl:
-        from . import llama, model
+        from . import model, verify
 
-        source = "phase 4's cache (phase 04 did not run in this run folder)"
-        b = llama.build(run)
-        build = _d(b)
+        source = "phase 4's cache, verified here (phase 04 did not run in this run folder)"
         m = model.provision(run)
         mdl = _d(m)
+        b = verify.working_build(run, m.path).build
+        build = _d(b)
         rp = run.params.runtime
         if rp.llama.compare_generic:
-            generic = _d(llama.build(run, label="generic", native=False, targets=["llama-bench"]))
+            generic = _d(verify.generic_build(run, m.path).build)
         quantized = {q: _d(model.quantize(run, b, m, q)) for q in rp.bench.quantizations}
         if rp.synthetic.enabled:
             s = model.synthetic_model(run, b)

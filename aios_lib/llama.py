@@ -10,9 +10,16 @@ The build uses CMake + Ninja in Release with ``GGML_NATIVE=ON`` (``-march=native
 ``SOURCE_DATE_EPOCH`` is removed from the environment: ggml's CMake turns GGML_NATIVE off when it
 is set (reproducible-build convention), silently giving a generic binary.
 
+Each build compiles a tree of its own, ``<build>/src``: hard links to the fetched source, with the
+build's pinned patches (``aios_lib/patches/llama.cpp/*.patch``) applied on top. With ccache
+installed, ``CCACHE_BASEDIR`` is the build folder, so two builds that differ in one patched file
+or in their targets recompile only what differs.
+
 ``build/bin/llama-*`` are small launchers next to ``lib*.so``; the whole ``bin`` folder is cached
-under ``cache_dir("llama", key)`` with ``key`` a hash of the source identity, the CMake options,
-the compiler version and the targets, so a rerun skips the build.
+under ``cache_dir("llama", key)`` with ``key`` a hash of the source identity, the patches, the
+CMake options, the compiler version and the targets, so a rerun skips the build. Every build also
+makes llama.cpp's ``test-quantize-fns`` (the CPU kernels against their reference code), which
+:mod:`aios_lib.verify` runs before anything uses the build.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .paths import cache_dir
+from .paths import cache_path
 from .progress import build_progress
 
 #: Options every build gets. Names checked against the vendored tree's CMakeLists.txt
@@ -34,7 +41,8 @@ from .progress import build_progress
 BASE_OPTIONS = {
     "LLAMA_CURL": "OFF",
     "LLAMA_OPENSSL": "OFF",
-    "LLAMA_BUILD_TESTS": "OFF",
+    # ON so that test-quantize-fns can be built; only the targets asked for are compiled
+    "LLAMA_BUILD_TESTS": "ON",
     "LLAMA_BUILD_EXAMPLES": "OFF",
     "LLAMA_BUILD_TOOLS": "ON",
     "LLAMA_BUILD_SERVER": "ON",
@@ -64,6 +72,19 @@ GENERIC_OPTIONS = {
 
 DEFAULT_TARGETS = ["llama-bench", "llama-server", "llama-quantize"]
 
+#: built with every build: llama.cpp's own test of the CPU kernels (quantize, dequantize and
+#: vec_dot of every type against the reference code), run by the verification
+VERIFY_TARGETS = ["test-quantize-fns"]
+
+#: llama.cpp as its releases and distribution packages build it for CPUs: no -march=native; one CPU
+#: backend module per microarchitecture (x64, sse42, sandybridge, haswell, ..., sapphirerapids), the
+#: best one for this CPU chosen at load time. What a user has who does not build for the machine.
+RELEASE_OPTIONS = {"GGML_NATIVE": "OFF", "GGML_BACKEND_DL": "ON", "GGML_CPU_ALL_VARIANTS": "ON",
+                   "BUILD_SHARED_LIBS": "ON"}
+
+#: pinned patches to the llama.cpp source, applied only to the builds that ask for them
+PATCH_DIR = Path(__file__).resolve().parent / "patches" / "llama.cpp"
+
 
 @dataclass
 class LlamaBuild:
@@ -84,6 +105,7 @@ class LlamaBuild:
     native_in_effect: bool | None = None  # GGML_NATIVE as CMakeCache.txt has it
     march: str | None = None  # the -march the compile lines use (native builds)
     built_seconds: float | None = None  # how long the build took when it was made (kept when cached)
+    patches: list[dict] = field(default_factory=list)  # [{name, sha256}] applied to the source
 
     def binary(self, name: str) -> Path:
         return self.bin_dir / name
@@ -103,6 +125,8 @@ class LlamaBuild:
         opts = " ".join(f"-D{k}={v}" for k, v in self.cmake_options.items())
         rows = [head, "", f"- source: {self.source}", f"- compiler: {self.compiler}",
                 f"- cmake: `{opts}`", f"- targets: {', '.join(self.targets)}"]
+        for p in self.patches:
+            rows.append(f"- patch `{p['name']}` (sha256 `{p['sha256'][:16]}...`): {p.get('why', '')}")
         if self.version:
             rows.append(f"- version: {self.version}")
         if self.features:
@@ -150,7 +174,7 @@ def _source_key(ident: dict) -> str:
 def source_dir(run) -> Path:
     """Where the llama.cpp tree is (or will be) for this run's source parameters."""
     ident = source_identity(run.params.runtime.llama.source)
-    return cache_dir("llama-src", _source_key(ident)) / "llama.cpp"
+    return cache_path("llama-src", _source_key(ident)) / "llama.cpp"
 
 
 def fetch_source(run) -> Path:
@@ -169,7 +193,7 @@ def _fetch_source(run) -> Path:
     if marker.exists() and (dest / "CMakeLists.txt").exists():
         return dest
     if sp.provider == "pypi-sdist":
-        dl = cache_dir("downloads", f"llama-cpp-python-{sp.version}")
+        dl = cache_path("downloads", f"llama-cpp-python-{sp.version}")
         res = r.work([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                       "--disable-pip-version-check",
                       f"llama-cpp-python=={sp.version}", "-d", str(dl)],
@@ -254,9 +278,12 @@ def cmake_options_for(run, *, native: bool | None = None, extra: dict | None = N
     return opts
 
 
-def build_key(source: dict, options: dict, compiler: str, targets: list[str]) -> str:
-    blob = json.dumps({"source": {k: source.get(k) for k in ("provider", "version", "sha256", "url", "ref")},
-                       "options": options, "compiler": compiler, "targets": sorted(targets)}, sort_keys=True)
+def build_key(source: dict, options: dict, compiler: str, targets: list[str], patches: list[str] = ()) -> str:
+    ident = {"source": {k: source.get(k) for k in ("provider", "version", "sha256", "url", "ref")},
+             "options": options, "compiler": compiler, "targets": sorted(targets)}
+    if patches:
+        ident["patches"] = list(patches)
+    blob = json.dumps(ident, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -324,27 +351,72 @@ def _march(build_dir: Path) -> str | None:
     return None
 
 
+def patch_info(name: str) -> dict:
+    """A pinned patch by name (``aios_lib/patches/llama.cpp/<name>.patch``) or by path: its file
+    and sha256 (the sha256 goes into the key and the record)."""
+    path = Path(name) if name.endswith(".patch") else PATCH_DIR / f"{name}.patch"
+    name = path.stem
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PATCH_DIR.glob("*.patch"))) or "none"
+        raise ValueError(f"no llama.cpp patch named {name!r} in {PATCH_DIR} (known: {known})")
+    return {"name": name, "sha256": _sha256(path), "file": str(path)}
+
+
+def build_targets(targets, options: dict | None = None) -> list[str]:
+    """The targets asked for plus the verification's (order kept, no duplicates). llama.cpp's
+    kernel tests link the CPU backend directly, which a GGML_BACKEND_DL build cannot."""
+    out: list[str] = []
+    verify = [] if (options or {}).get("GGML_BACKEND_DL") == "ON" else VERIFY_TARGETS
+    for t in [*targets, *verify]:
+        if t not in out:
+            out.append(t)
+    return out
+
+
 def build(run, *, label: str = "native", native: bool | None = None, cmake_options: dict | None = None,
-          targets: list[str] | None = None) -> LlamaBuild:
-    """Build llama.cpp (or reuse the cached build with the same key)."""
+          targets: list[str] | None = None, patches: list[str] | None = None) -> LlamaBuild:
+    """Build llama.cpp (or reuse the cached build with the same key).
+
+    ``patches`` names pinned patches under ``aios_lib/patches/llama.cpp`` applied to this build's
+    copy of the source. The result is not verified yet: :func:`aios_lib.verify.working_build`
+    verifies it (and finds a build that works when it does not)."""
     lp = run.params.runtime.llama
-    r = run.runner
-    targets = list(targets or lp.targets)
     if native is None:
         native = lp.native if label == "native" else label != "generic" and lp.native
     options = cmake_options_for(run, native=native, extra=cmake_options)
+    targets = build_targets(targets or lp.targets, options)
     compiler = compiler_version(run)
     src = fetch_source(run)
     source = source_info(run)
-    key = build_key(source, options, compiler, targets)
-    dest = cache_dir("llama", f"{label}-{key}")
+    pinfo = [patch_info(n) for n in (patches or [])]
+    key = build_key(source, options, compiler, targets, [p["sha256"] for p in pinfo])
+    dest = cache_path("llama", f"{label}-{key}")
     if run.plan:
-        return _build(run, label, native, options, compiler, source, src, key, dest, targets)
+        return _build(run, label, native, options, compiler, source, src, key, dest, targets, pinfo)
     with cache_lock(dest.parent / f"{label}-{key}.lock"):  # two sessions never build one key at once
-        return _build(run, label, native, options, compiler, source, src, key, dest, targets)
+        return _build(run, label, native, options, compiler, source, src, key, dest, targets, pinfo)
 
 
-def _build(run, label, native, options, compiler, source, src, key, dest, targets) -> LlamaBuild:
+def _prepare_tree(run, src: Path, tree: Path, pinfo: list[dict]) -> None:
+    """``tree``: hard links to ``src`` with the patches applied (patch writes new files, so the
+    shared source is never changed). A patch that does not apply is refused before anything changes."""
+    r = run.runner
+    r.work(["rm", "-rf", str(tree)], note="clear a half-prepared source tree")
+    r.work(["cp", "-al", str(src), str(tree)], note="this build's source: hard links to the fetched tree")
+    for p in pinfo:
+        r.work(["patch", "-p1", "--dry-run", "-i", p["file"]], cwd=str(tree),
+               note=f"does the pinned patch {p['name']} apply to this source?")
+        r.work(["patch", "-p1", "-i", p["file"]], cwd=str(tree),
+               note=f"apply the pinned patch {p['name']} (sha256 {p['sha256'][:16]})")
+
+
+def _ccache_env(bdir: Path) -> dict:
+    """ccache shared by every build, paths relative to the build folder so builds hit each other."""
+    return {"CCACHE_DIR": str(cache_path("ccache")), "CCACHE_BASEDIR": str(bdir), "CCACHE_NOHASHDIR": "1",
+            "CCACHE_MAXSIZE": "4G"}
+
+
+def _build(run, label, native, options, compiler, source, src, key, dest, targets, pinfo) -> LlamaBuild:
     lp = run.params.runtime.llama
     r = run.runner
     bin_dir = dest / "bin"
@@ -358,24 +430,31 @@ def _build(run, label, native, options, compiler, source, src, key, dest, target
         data.update(bin_dir=bin_dir, cached=True, seconds=None, planned=False, source=source)
         return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
 
-    same = _superset_build(options, compiler, source, targets)
+    same = _superset_build(options, compiler, source, targets, pinfo)
     if same is not None:  # a cached build of the same source and options already has these targets
         data = json.loads((same / "build.json").read_text())
         data.setdefault("built_seconds", data.get("seconds"))
         data.update(bin_dir=same / "bin", cached=True, seconds=None, planned=False, source=source, label=label)
         return LlamaBuild(**{k: v for k, v in data.items() if k in LlamaBuild.__dataclass_fields__})
 
-    bdir = cache_dir("llama-build", f"{label}-{key}")
+    root = cache_path("llama-build", f"{label}-{key}")
+    tree, bdir = root / "src", root / "build"
     env_unset = ["SOURCE_DATE_EPOCH"]
+    env = _ccache_env(root)
     t0 = time.time()
-    conf = r.work(["cmake", "-S", str(src), "-B", str(bdir), "-G", "Ninja",
+    if not run.plan:
+        root.mkdir(parents=True, exist_ok=True)
+        dest.mkdir(parents=True, exist_ok=True)
+    _prepare_tree(run, src, tree, pinfo)
+    conf = r.work(["cmake", "-S", str(tree), "-B", str(bdir), "-G", "Ninja",
                    "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *[f"-D{k}={v}" for k, v in options.items()]],
-                  unset_env=env_unset, note=f"configure llama.cpp ({label})")
+                  unset_env=env_unset, env=env, note=f"configure llama.cpp ({label})")
     b = r.work(["cmake", "--build", str(bdir), "--config", lp.build_type, "-j", str(_jobs(run)),
-                "--target", *targets], unset_env=env_unset, progress=build_progress,
+                "--target", *targets], unset_env=env_unset, env=env, progress=build_progress,
                note=f"build {', '.join(targets)} ({label})", timeout=7200)
     result = LlamaBuild(bin_dir=bin_dir, label=label, source=source, cmake_options=options, compiler=compiler,
-                        key=key, targets=targets, planned=conf.planned or b.planned)
+                        key=key, targets=targets, planned=conf.planned or b.planned,
+                        patches=[{k: v for k, v in p.items() if k != "file"} for p in pinfo])
     if result.planned:
         r.work(["cp", "-a", f"{bdir}/bin/.", str(bin_dir)], note="cache the whole bin folder (launchers + .so)")
         return result
@@ -395,15 +474,17 @@ def _build(run, label, native, options, compiler, source, src, key, dest, target
     return result
 
 
-def _superset_build(options: dict, compiler: str, source: dict, targets: list[str]) -> Path | None:
-    """A cached build with identical source, options and compiler whose targets include ``targets``."""
+def _superset_build(options: dict, compiler: str, source: dict, targets: list[str], pinfo: list[dict]) -> Path | None:
+    """A cached build with identical source, patches, options and compiler whose targets include ``targets``."""
+    want_patches = [p["sha256"] for p in pinfo]
     ident = ("provider", "version", "sha256", "url", "ref")
-    for meta in sorted(cache_dir("llama").glob("*/build.json")):
+    for meta in sorted(cache_path("llama").glob("*/build.json")):
         try:
             data = json.loads(meta.read_text())
         except (OSError, ValueError):
             continue
         if (data.get("cmake_options") == options and data.get("compiler") == compiler
+                and [p.get("sha256") for p in data.get("patches") or []] == want_patches
                 and all(data.get("source", {}).get(k) == source.get(k) for k in ident)
                 and set(targets) <= set(data.get("targets", []))
                 and all((meta.parent / "bin" / t).exists() for t in targets)):
@@ -437,6 +518,12 @@ def build_generic(run) -> LlamaBuild:
     """The generic x86-64 llama-bench (GGML_NATIVE=OFF, every optional x86 extension off) of the
     same source: what Phase 5 benchmarks against the native build. Same key as notebook 04's."""
     return build(run, label="generic", native=False, cmake_options=dict(GENERIC_OPTIONS), targets=["llama-bench"])
+
+
+def build_release(run, targets: list[str] | None = None) -> LlamaBuild:
+    """llama.cpp built the way its releases ship it for CPUs (:data:`RELEASE_OPTIONS`), same source."""
+    return build(run, label="release", native=False, cmake_options=dict(RELEASE_OPTIONS),
+                 targets=targets or ["llama-bench"])
 
 
 def feature_table(*builds: LlamaBuild):

@@ -392,12 +392,24 @@ def _dist_version(name: str) -> str | None:
 
 
 def load_check(run, build, model: ModelInfo, *, threads: int = 1) -> dict:
-    """Prove llama-bench loads ``model``: a tiny ``-p 16 -n 4 -r 1`` run (Phase 5 measures for real)."""
+    """Prove llama-bench loads ``model``: a tiny ``-p 16 -n 4 -r 1`` run (Phase 5 measures for real).
+    A crash is named and diagnosed like the build verification's (:mod:`aios_lib.verify`)."""
+    from . import verify
+
     argv = [str(build.binary("llama-bench")), "-m", str(model.path), "-p", "16", "-n", "4", "-r", "1",
             "-t", str(threads), "-o", "json"]
-    res = run.runner.work(argv, note="load check (not a measurement)", timeout=1800)
+    res = run.runner.work(argv, note="load check (not a measurement)", timeout=1800, check=False)
     if res.planned:
         return {"planned": True, "command": res.cmdline}
+    sig = verify.signal_of(res.rc)
+    if sig:
+        crash = verify.diagnose(run, argv, sig)
+        raise ModelError(f"{model.path.name}: the verified {build.label} build died loading it: {crash.sentence()}. "
+                         "The verification ran on the real model; this model uses other kernels. Report it, or "
+                         "set runtime.llama.cmake_options to switch the extension off")
+    if res.rc != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:]
+        raise ModelError(f"{model.path.name}: llama-bench could not load it (exit {res.rc}): {' '.join(tail)}")
     rows = json.loads(res.stdout)
     return {"planned": False, "seconds": round(res.duration, 1), "model_type": rows[0].get("model_type"),
             "model_size": rows[0].get("model_size"), "model_n_params": rows[0].get("model_n_params"),

@@ -46,15 +46,18 @@ AVX2_OPTIONS = {
 
 
 def llama_for_image(run):
-    """The llama.cpp build that goes into the image (``service.image_build``), llama-server only."""
-    from . import llama
+    """The llama.cpp build that goes into the image (``service.image_build``), llama-server only,
+    verified on this host before it is copied (and again inside the booted image)."""
+    from . import model, verify
 
     kind = run.params.service.image_build
+    path = model.provision(run).path
     if kind == "native":
-        return llama.build(run, label="native", targets=["llama-server"])
+        return verify.working_build(run, path, label="native", targets=["llama-server"]).build
     if kind == "generic":
-        return llama.build(run, label="generic", native=False, targets=["llama-server"])
-    return llama.build(run, label="avx2", native=False, cmake_options=AVX2_OPTIONS, targets=["llama-server"])
+        return verify.working_build(run, path, label="generic", native=False, targets=["llama-server"]).build
+    return verify.working_build(run, path, label="avx2", native=False, cmake_options=AVX2_OPTIONS,
+                                targets=["llama-server"]).build
 
 
 def _code_hash() -> dict:

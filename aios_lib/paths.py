@@ -35,10 +35,15 @@ def outputs_dir() -> Path:
     return Path(env).resolve() if env else project_root() / "outputs"
 
 
-def cache_dir(*parts: str) -> Path:
-    """~/.cache/synapse/<parts>: heavy builds keyed by their inputs (AIOS_CACHE overrides)."""
+def cache_path(*parts: str) -> Path:
+    """~/.cache/synapse/<parts> without creating it (AIOS_CACHE overrides the base)."""
     base = Path(os.environ.get("AIOS_CACHE") or Path.home() / ".cache" / "synapse")
-    d = base.joinpath(*parts)
+    return base.joinpath(*parts)
+
+
+def cache_dir(*parts: str) -> Path:
+    """~/.cache/synapse/<parts>, created: heavy builds keyed by their inputs (AIOS_CACHE overrides)."""
+    d = cache_path(*parts)
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -394,3 +394,77 @@ def survey_commands(history) -> "Any":
              "note": "" if r.rc == 0 else ("not installed" if r.rc == 127 else "absent or not readable here")}
             for r in history]
     return pd.DataFrame(rows, columns=["command", "rc", "lines of output", "note"])
+
+
+# ---- advertised, enabled, compiled, verified -----------------------------------------------
+
+#: extension -> /proc/cpuinfo flags, the XCR0 state it needs, gcc's name, ggml's feature name
+ISA_LAYERS = [
+    ("AVX2", ("avx2",), "AVX", "avx2", "AVX2"),
+    ("FMA", ("fma",), "AVX", "fma", "FMA"),
+    ("F16C", ("f16c",), "AVX", "f16c", "F16C"),
+    ("AVX-VNNI", ("avx_vnni",), "AVX", "avxvnni", "AVX_VNNI"),
+    ("AVX-512", ("avx512f",), "AVX-512", "avx512f", "AVX512"),
+    ("AVX512-VNNI", ("avx512_vnni",), "AVX-512", "avx512vnni", "AVX512_VNNI"),
+    ("AVX512-BF16", ("avx512_bf16",), "AVX-512", "avx512bf16", "AVX512_BF16"),
+    ("AVX512-FP16", ("avx512_fp16",), "AVX-512", "avx512fp16", None),
+    ("AMX", ("amx_tile", "amx_int8"), "AMX", "amx-int8", "AMX_INT8"),
+]
+
+
+def _yn(v) -> str:
+    return "?" if v is None else ("yes" if v else "no")
+
+
+def isa_layers(cpu: Mapping[str, Any], xstate: Mapping[str, Any] | None = None,
+               native: Mapping[str, Any] | None = None, working: Mapping[str, Any] | None = None):
+    """One row per extension llama.cpp uses: advertised by CPUID, enabled by the kernel, enabled by
+    gcc's ``-march=native``, compiled into the build Synapse uses, and why it is on or off.
+
+    Takes recorded dicts (survey ``cpu`` and ``xstate``, ``NativeTarget.to_dict()``,
+    ``WorkingBuild.to_dict()``), so a record re-renders it without the machine."""
+    import pandas as pd
+
+    flags = set(cpu.get("flags") or [])
+    enabled = (xstate or {}).get("enabled") or {}
+    gcc_on = set((native or {}).get("enabled") or []) if native else None
+    used = working["build"] if working else None
+    attempts = (working or {}).get("attempts") or []
+    first = attempts[0] if attempts else None
+    crash = ((first or {}).get("verification") or {}).get("crash") if first else None
+    patched = {p["name"] for p in (used or {}).get("patches") or []}
+    rows = []
+    for name, cflags, state, gcc, feat in ISA_LAYERS:
+        adv = all(f in flags for f in cflags)
+        en = enabled.get(state)
+        if name == "AMX" and en and xstate:
+            en = en and xstate.get("amx_permission") == "ok" and xstate.get("amx_tile_run") == "ok"
+        g = (gcc in gcc_on) if gcc_on is not None else None
+        in_build = (feat in (used.get("features") or [])) if (used and feat) else None
+        in_first = (feat in ((first or {}).get("build", {}).get("features") or [])) if (first and feat) else None
+        if not adv:
+            why = "not advertised by this CPU"
+        elif en is False:
+            why = ("advertised, but the kernel does not enable its register state (XCR0)" if name != "AMX" else
+                   "advertised, but the kernel refuses the AMX permission or a tile multiply fails")
+        elif g is False:
+            why = "the compiler does not enable it with -march=native"
+        elif used is None:
+            why = "advertised and enabled; phase 04 builds and verifies" if not working else "planned"
+        elif in_build:
+            why = "used by the verified build" + (f" (with the pinned patch {', '.join(sorted(patched))})"
+                                                  if patched and name == "AMX" else "")
+        elif in_first and crash and crash.get("extension") == name:
+            why = f"switched off: the build with it died ({crash.get('signal')} in {crash.get('function')})"
+        elif in_first:
+            why = "switched off in the build Synapse uses (see the attempts above)"
+        elif feat is None:
+            why = "ggml reports no feature for it (the compiler may still use it)"
+        else:
+            why = "not in the build"
+        rows.append({"extension": name, "advertised (cpuinfo)": _yn(adv),
+                     "enabled by the kernel": _yn(en) if adv else "—",
+                     "gcc -march=native": _yn(g) if gcc_on is not None else "—",
+                     "in the build used": _yn(in_build) if used is not None and feat else "—",
+                     "why": why})
+    return pd.DataFrame(rows)

@@ -224,3 +224,99 @@ def jitter(values: Sequence[float]) -> dict[str, float]:
                std=float(a.std(ddof=1)) if len(a) > 1 else float("nan"))
     out["p99_over_p50"] = out["p99"] / out["p50"] if len(a) and out["p50"] else float("nan")
     return out
+
+
+# ---- paired rounds: the invocation is the unit ---------------------------------------------------
+
+#: a ratio whose CI lies inside 1 +- this is "no difference that matters" (2%)
+EQUIVALENCE_BAND = 0.02
+
+
+@dataclass
+class PairedRatio:
+    """B relative to A from interleaved rounds: one sample per configuration per round (the mean
+    of one process invocation), the per-round log-ratios log(B_i/A_i) averaged, a Student t
+    interval over rounds, exponentiated. A and B ran adjacent in time in each round, so slow
+    drift of the machine cancels within each pair instead of widening the interval."""
+
+    label_a: str
+    label_b: str
+    rounds: int
+    ratio: float
+    ci_low: float
+    ci_high: float
+    log_ratios: list[float]
+    conf: float = 0.95
+    band: float = EQUIVALENCE_BAND
+    method: str = "t interval over per-round log-ratios"
+
+    @property
+    def half_width(self) -> float:
+        """Relative half-width of the CI (0.02 = the ratio is known to +-2%)."""
+        if not (math.isfinite(self.ci_low) and math.isfinite(self.ci_high)):
+            return float("nan")
+        return (self.ci_high - self.ci_low) / 2 / self.ratio
+
+    @property
+    def verdict(self) -> str:
+        """higher | lower | equivalent | not shown | no data.
+
+        ``equivalent`` only when the whole CI lies inside 1 +- band: a CI that merely contains 1
+        says the measurement could not tell, not that there is no difference."""
+        if not (math.isfinite(self.ci_low) and math.isfinite(self.ci_high)):
+            return "no data"
+        if self.ci_low > 1:
+            return "higher"
+        if self.ci_high < 1:
+            return "lower"
+        if self.ci_low >= 1 - self.band and self.ci_high <= 1 + self.band:
+            return "equivalent"
+        return "not shown"
+
+    def describe(self) -> str:
+        """One phrase for prose and tables, generated from the numbers."""
+        if self.verdict == "no data":
+            return f"{self.label_b} vs {self.label_a}: not enough rounds"
+        ci = f"{self.ratio:.3f}x [{self.ci_low:.3f}, {self.ci_high:.3f}], {self.rounds} rounds"
+        return {
+            "higher": f"{self.label_b} faster than {self.label_a}: {ci}",
+            "lower": f"{self.label_b} slower than {self.label_a}: {ci}",
+            "equivalent": f"{self.label_b} and {self.label_a} equivalent within +-{self.band:.0%}: {ci}",
+            "not shown": f"{self.label_b} vs {self.label_a}: difference not shown, CI too wide to call it "
+                         f"equivalent within +-{self.band:.0%}: {ci}",
+        }[self.verdict]
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(verdict=self.verdict, half_width=self.half_width, text=self.describe())
+        return d
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float], label_a: str = "A", label_b: str = "B",
+                 conf: float = 0.95, band: float = EQUIVALENCE_BAND) -> PairedRatio:
+    """``a[i]`` and ``b[i]`` are round i's samples (one invocation each). Rounds where either is
+    missing or not positive are dropped."""
+    pairs = [(float(x), float(y)) for x, y in zip(a, b)
+             if x is not None and y is not None and math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0]
+    logs = [math.log(y / x) for x, y in pairs]
+    n = len(logs)
+    nan = float("nan")
+    if n == 0:
+        return PairedRatio(label_a, label_b, 0, nan, nan, nan, [], conf, band)
+    m = float(np.mean(logs))
+    if n == 1:
+        return PairedRatio(label_a, label_b, 1, math.exp(m), nan, nan, logs, conf, band)
+    se = float(np.std(logs, ddof=1)) / math.sqrt(n)
+    half = float(_st.t.ppf(0.5 + conf / 2, n - 1)) * se
+    return PairedRatio(label_a, label_b, n, math.exp(m), math.exp(m - half), math.exp(m + half), logs, conf, band)
+
+
+def drift(values: Sequence[float]) -> dict[str, float]:
+    """Linear drift of one configuration's per-round samples: slope per round as a fraction of
+    the mean, and the first-to-last change the fit implies (what pairing in time cancels)."""
+    y = _arr(values)
+    n = len(y)
+    if n < 3 or not y.mean():
+        return {"rounds": n, "slope_per_round": float("nan"), "total": float("nan")}
+    slope = float(np.polyfit(np.arange(n), y, 1)[0]) / float(y.mean())
+    return {"rounds": n, "slope_per_round": slope, "total": slope * (n - 1)}

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 # One package per need; --no-install-recommends keeps qemu from pulling ~180 extras.
 SYSTEM_PACKAGES=(
   # llama.cpp and kernel builds
-  build-essential cmake ninja-build git pkg-config bc bison flex libelf-dev libssl-dev dwarves cpio kmod
+  build-essential cmake ninja-build ccache git pkg-config bc bison flex libelf-dev libssl-dev dwarves cpio kmod
+  # crash diagnosis of a built binary that dies (backtrace, faulting instruction)
+  gdb
   # kernel sources (6.12 has EEVDF) and a static busybox for the tiny-kernel boot test
   linux-source-6.12 linux-config-6.12 busybox-static xz-utils
   # the older 6.1 tree (CFS, no EEVDF) for the phase 03 comparison test

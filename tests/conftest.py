@@ -45,12 +45,29 @@ def _phase4_run(tmp_path_factory, name):
 
 
 @pytest.fixture(scope="session")
-def llama_build(tmp_path_factory):
+def llama_native(tmp_path_factory):
     """The real native llama.cpp build (llama-bench, llama-server, llama-quantize) for the default
-    parameters: built once (10+ minutes on 2 cores), then taken from ~/.cache/synapse. A LlamaBuild."""
+    parameters as configured, not yet verified: built once (about 5 minutes on 2 cores), then taken
+    from ~/.cache/synapse. It may crash on this machine (AMX): use ``llama_build`` to run things."""
     from aios_lib import llama
 
     return llama.build(_phase4_run(tmp_path_factory, "llama-build"))
+
+
+@pytest.fixture(scope="session")
+def llama_working(tmp_path_factory, llama_native, smollm2):
+    """The native build verified on SmolLM2, or the build that works here when it does not
+    (:func:`aios_lib.verify.working_build`). A WorkingBuild."""
+    from aios_lib import verify
+
+    return verify.working_build(_phase4_run(tmp_path_factory, "llama-working"), smollm2.path)
+
+
+@pytest.fixture(scope="session")
+def llama_build(llama_working):
+    """The verified llama.cpp build everything else runs (a LlamaBuild)."""
+    assert llama_working.verification.ok, llama_working.reason
+    return llama_working.build
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ def test_options_native_generic_and_explicit(make_run):
     run = make_run()
     native = llama.cmake_options_for(run)
     assert native["GGML_NATIVE"] == "ON" and native["LLAMA_USE_PREBUILT_UI"] == "OFF"
-    assert native["LLAMA_BUILD_TESTS"] == "OFF" and native["CMAKE_BUILD_TYPE"] == "Release"
+    assert native["LLAMA_BUILD_TESTS"] == "ON" and native["CMAKE_BUILD_TYPE"] == "Release"
     generic = llama.cmake_options_for(run, native=False)
     assert generic["GGML_NATIVE"] == "OFF" and generic["GGML_AVX2"] == "OFF" and generic["GGML_FMA"] == "OFF"
     run2 = make_run({"runtime": {"llama": {"native": False,
@@ -53,7 +53,7 @@ def test_plan_mode_builds_nothing(make_run, tmp_path, monkeypatch):
     cfg = next(ln for ln in lines if ln.startswith("cmake -S"))
     assert "-G Ninja" in cfg and "-DGGML_NATIVE=ON" in cfg and "-DLLAMA_USE_PREBUILT_UI=OFF" in cfg
     bld = next(r for r in work if r.argv[:2] == ["cmake", "--build"])
-    assert bld.argv[-3:] == ["llama-bench", "llama-server", "llama-quantize"]
+    assert bld.argv[-4:] == ["llama-bench", "llama-server", "llama-quantize", "test-quantize-fns"]
     assert not list((tmp_path / "cache").rglob("llama-bench"))
 
 
@@ -66,9 +66,36 @@ def test_git_provider_is_pinned_and_planned(make_run, tmp_path, monkeypatch):
     assert lines[0].startswith("rm -rf") and lines[1].startswith("git clone") and "checkout --detach b6500" in lines[2]
 
 
+def test_verification_targets_and_the_release_layout(make_run):
+    assert llama.build_targets(["llama-server"]) == ["llama-server", "test-quantize-fns"]
+    assert llama.build_targets(["test-quantize-fns", "llama-bench"]) == ["test-quantize-fns", "llama-bench"]
+    # a GGML_BACKEND_DL build cannot link llama.cpp's kernel tests
+    assert llama.build_targets(["llama-bench"], llama.RELEASE_OPTIONS) == ["llama-bench"]
+    run = make_run(plan=True)
+    rel = llama.build_release(run)
+    assert rel.planned and rel.cmake_options["GGML_BACKEND_DL"] == "ON" and rel.targets == ["llama-bench"]
+    assert "GGML_AVX2" not in rel.cmake_options  # runtime dispatch, not the SSE2 floor
+
+
+def test_a_patch_goes_into_the_key_and_is_applied_to_the_build_tree_only(make_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    run = make_run(plan=True)
+    plain = llama.build(run, targets=["llama-bench"])
+    patched = llama.build(run, targets=["llama-bench"], patches=["amx-tile-config"])
+    assert patched.key != plain.key and patched.patches[0]["name"] == "amx-tile-config"
+    assert patched.patches[0]["sha256"] == llama.patch_info("amx-tile-config")["sha256"]
+    cmds = [r.argv for r in run.runner.history if r.planned]
+    applied = [a for a in cmds if a[:2] == ["patch", "-p1"]]
+    assert [a[2] for a in applied] == ["--dry-run", "-i"]  # checked, then applied
+    tree = next(a for a in cmds if a[:2] == ["cp", "-al"])
+    assert tree[2] == str(llama.source_dir(run)) and tree[3].endswith("/src")  # hard links, not the shared tree
+    with pytest.raises(ValueError, match="no llama.cpp patch named 'nope'"):
+        llama.build(run, patches=["nope"])
+
+
 @pytest.mark.slow
-def test_native_build_is_real(llama_build):
-    b = llama_build
+def test_native_build_is_real(llama_native):
+    b = llama_native
     for t in ("llama-bench", "llama-server", "llama-quantize"):
         assert b.binary(t).exists()
     assert list(b.bin_dir.glob("libggml*.so*")) and list(b.bin_dir.glob("libllama*.so*"))
@@ -90,21 +117,21 @@ def test_bench_binary_reports_version(llama_build, runner):
 
 
 @pytest.mark.slow
-def test_second_build_comes_from_cache(llama_build, make_run):
+def test_second_build_comes_from_cache(llama_native, make_run):
     run = make_run()
     t0 = time.time()
     again = llama.build(run)
-    assert again.cached and again.seconds is None and again.key == llama_build.key
+    assert again.cached and again.seconds is None and again.key == llama_native.key
     assert time.time() - t0 < 20
     assert not [r for r in run.runner.history if r.kind == "work"]  # no cmake, no pip
-    assert again.features == llama_build.features
+    assert again.features == llama_native.features
 
 
 @pytest.mark.slow
-def test_generic_build_has_no_avx2(make_run, llama_build):
+def test_generic_build_has_no_avx2(make_run, llama_native):
     run = make_run()
     g = llama.build_generic(run)
-    assert g.binary("llama-bench").exists() and g.key != llama_build.key
+    assert g.binary("llama-bench").exists() and g.key != llama_native.key
     assert g.native_in_effect is False if g.native_in_effect is not None else True
     assert "AVX2" not in g.features and "FMA" not in g.features and "AVX512" not in g.features
     meta = json.loads((g.bin_dir.parent / "build.json").read_text())
@@ -123,7 +150,7 @@ def test_feature_table_side_by_side():
 
 
 @pytest.mark.slow
-def test_source_date_epoch_turns_native_default_off(llama_build, make_run, tmp_path):
+def test_source_date_epoch_turns_native_default_off(llama_native, make_run, tmp_path):
     """The trap the build avoids, shown on the real ggml tree: with SOURCE_DATE_EPOCH set and no
     explicit -DGGML_NATIVE, ggml configures a generic build; without it, a native one."""
     run = make_run()
@@ -139,10 +166,10 @@ def test_source_date_epoch_turns_native_default_off(llama_build, make_run, tmp_p
 
 
 @pytest.mark.slow
-def test_subset_of_targets_reuses_the_cached_build(llama_build, make_run):
+def test_subset_of_targets_reuses_the_cached_build(llama_native, make_run):
     """llama-server alone with the same options comes from the native build that has it."""
     run = make_run()
     t0 = time.time()
     b = llama.build(run, targets=["llama-server"])
-    assert b.cached and b.bin_dir == llama_build.bin_dir and b.binary("llama-server").exists()
+    assert b.cached and b.bin_dir == llama_native.bin_dir and b.binary("llama-server").exists()
     assert time.time() - t0 < 20 and not [r for r in run.runner.history if r.kind == "work"]

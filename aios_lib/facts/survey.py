@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from ..runner import Runner
-from . import cpu, disks, firmware, gpu, kernel, memory, numa, virt
+from . import cpu, disks, firmware, gpu, kernel, memory, numa, virt, xstate
 from .base import Fact, gather_outputs
 
-FACTS: dict[str, Fact] = {m.FACT.name: m.FACT for m in (cpu, memory, numa, disks, firmware, virt, kernel, gpu)}
+FACTS: dict[str, Fact] = {m.FACT.name: m.FACT for m in (cpu, memory, numa, disks, firmware, virt, kernel, gpu, xstate)}
 
 
 def survey_outputs(runner: Runner) -> dict[str, dict[str, str]]:

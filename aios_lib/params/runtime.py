@@ -30,6 +30,19 @@ class LlamaSource(Section):
         return self
 
 
+class Verify(Section):
+    """How a build is verified before anything uses it (aios_lib.verify)."""
+
+    #: the prompt of the one llama-server completion
+    prompt: str = "The capital of France is"
+    #: text the completion must contain (case-insensitive); null: any non-empty text
+    expect: str | None = "Paris"
+    #: the measurement of an extension that a patch repaired (with it vs without it)
+    measure_prompt: int = Field(128, ge=8)
+    measure_gen: int = Field(32, ge=1)
+    measure_rounds: int = Field(5, ge=2, le=50)
+
+
 class LlamaBuild(Section):
     source: LlamaSource = LlamaSource()
     #: native: -march=native via GGML_NATIVE=ON. Set false and list ISA options in cmake_options
@@ -41,6 +54,14 @@ class LlamaBuild(Section):
     jobs: int | Literal["auto"] = "auto"
     #: also build a generic x86-64 llama-bench to measure what -march=native buys
     compare_generic: bool = True
+    #: also build llama.cpp as its releases ship it (runtime CPU dispatch) and verify it: the stock build
+    compare_stock: bool = True
+    #: when a build fails verification (it crashes here), build it again without the extension
+    #: that crashed (or with a pinned patch that repairs it); false: stop with the diagnosis
+    find_working_build: bool = True
+    #: at most this many extra builds while looking for one that works
+    max_fallback_builds: int = Field(4, ge=1, le=10)
+    verify: Verify = Verify()
 
 
 class ModelSource(Section):

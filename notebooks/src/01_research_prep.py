@@ -26,7 +26,7 @@ plan = True
 # %%
 import aios_lib
 import pandas as pd
-from aios_lib import research
+from aios_lib import compiler, research
 from aios_lib.facts.survey import survey
 pd.set_option("display.max_colwidth", 200)  # show flag lists and mitigation strings whole
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="01")
@@ -68,6 +68,21 @@ research.cpu_generation(s)
 
 # %%
 research.isa_support(s)
+
+# %% [markdown]
+# ### Advertised is not usable
+#
+# A flag in `/proc/cpuinfo` means CPUID *advertises* the extension, as the hypervisor presents it.
+# Two more layers decide whether code may use it: the kernel must *enable* the extension's
+# register state (XCR0, read with `xgetbv`; AMX additionally needs a per-process permission, and
+# a small tile multiply here checks that AMX really computes), and the build must *run*: Phase 4
+# verifies every llama.cpp build on a real model before anything uses it, and switches off an
+# extension whose code path crashes here. This table shows the first two layers and gcc's view of
+# `-march=native`; Phase 4 adds the third.
+
+# %%
+native = compiler.native_target(run)
+research.isa_layers(s["cpu"], s["xstate"], native.to_dict())
 
 # %% [markdown]
 # ## 2. Physical cores: where thread tuning starts

