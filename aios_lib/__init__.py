@@ -1,7 +1,7 @@
 """Synapse: the library behind the runbook notebooks."""
 from .context import Run, open_run
 from .params import Params, ParamsError, load_params
-from .runner import CommandFailed, CommandResult, DestructiveRefused, Runner
+from .core.runner import CommandFailed, CommandResult, DestructiveRefused, Runner
 
 __all__ = ["Run", "open_run", "Params", "ParamsError", "load_params", "Runner", "CommandResult",
            "CommandFailed", "DestructiveRefused"]

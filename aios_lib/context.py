@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .journal import Journal
+from .core.journal import Journal
 from .params import Params, load_params
-from .records import Results, new_run_id, run_dir_for
-from .runner import Runner
+from .core.records import Results, new_run_id, run_dir_for
+from .core.runner import Runner
 
 
 @dataclass

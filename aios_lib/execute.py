@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .params import ALL_PHASES, Params, load_params
-from .paths import notebooks_dir
-from .records import new_run_id, read_json, run_dir_for, write_json
+from .core.paths import notebooks_dir
+from .core.records import new_run_id, read_json, run_dir_for, write_json
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .paths import outputs_dir
-from .records import read_json
+from .core.paths import outputs_dir
+from .core.records import read_json
 
 
 def list_runs(root: Path | None = None) -> list[dict]:

@@ -9,8 +9,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 @pytest.fixture
 def runner(tmp_path):
-    from aios_lib.journal import Journal
-    from aios_lib.runner import Runner
+    from aios_lib.core.journal import Journal
+    from aios_lib.core.runner import Runner
 
     return Runner(journal=Journal(tmp_path / "commands.jsonl"), phase="test")
 
@@ -49,7 +49,7 @@ def llama_native(tmp_path_factory):
     """The real native llama.cpp build (llama-bench, llama-server, llama-quantize) for the default
     parameters as configured, not yet verified: built once (about 5 minutes on 2 cores), then taken
     from ~/.cache/synapse. It may crash on this machine (AMX): use ``llama_build`` to run things."""
-    from aios_lib import llama
+    from aios_lib.runtime import llama
 
     return llama.build(_phase4_run(tmp_path_factory, "llama-build"))
 
@@ -57,8 +57,8 @@ def llama_native(tmp_path_factory):
 @pytest.fixture(scope="session")
 def llama_working(tmp_path_factory, llama_native, smollm2):
     """The native build verified on SmolLM2, or the build that works here when it does not
-    (:func:`aios_lib.verify.working_build`). A WorkingBuild."""
-    from aios_lib import verify
+    (:func:`aios_lib.runtime.verify.working_build`). A WorkingBuild."""
+    from aios_lib.runtime import verify
 
     return verify.working_build(_phase4_run(tmp_path_factory, "llama-working"), smollm2.path)
 
@@ -73,6 +73,6 @@ def llama_build(llama_working):
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory):
     """The real SmolLM2-135M-Instruct Q4_1 GGUF (sha256-verified, cached). A ModelInfo."""
-    from aios_lib import model
+    from aios_lib.runtime import model
 
     return model.provision(_phase4_run(tmp_path_factory, "smollm2"))

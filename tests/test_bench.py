@@ -4,38 +4,39 @@ import math
 
 import pytest
 
-from aios_lib import bench, stats
+from aios_lib.benchmark import experiments
+from aios_lib.measure import experiment, llama_bench, stats
 
 
 def test_parse_help_of_the_built_binary(fixtures):
-    h = bench.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
+    h = llama_bench.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
     assert {"-t", "-p", "-n", "-r", "-o", "-fa", "-lm", "--load-mode", "--no-warmup", "--threads"} <= h["flags"]
     assert "-mmp" not in h["flags"]  # gone from current llama-bench
-    assert bench.default_threads(h) == 2
-    assert bench.flash_attn_values(h) == ("on", "off")
-    assert bench.flash_attn_values({"choices": {"-fa": "<0|1>"}}) == ("1", "0")
+    assert llama_bench.default_threads(h) == 2
+    assert llama_bench.flash_attn_values(h) == ("on", "off")
+    assert llama_bench.flash_attn_values({"choices": {"-fa": "<0|1>"}}) == ("1", "0")
 
 
 def test_check_flags_refuses_unknown(fixtures):
-    h = bench.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
-    ok = bench.BenchConfig("a", "/x/llama-bench", "/m.gguf", 2, flags={"-fa": "on", "-lm": "mmap"})
-    bench.check_flags(ok, h)
-    bad = bench.BenchConfig("a", "/x/llama-bench", "/m.gguf", 2, flags={"-mmp": "0"})
+    h = llama_bench.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
+    ok = llama_bench.BenchConfig("a", "/x/llama-bench", "/m.gguf", 2, flags={"-fa": "on", "-lm": "mmap"})
+    llama_bench.check_flags(ok, h)
+    bad = llama_bench.BenchConfig("a", "/x/llama-bench", "/m.gguf", 2, flags={"-mmp": "0"})
     with pytest.raises(ValueError, match="-mmp"):
-        bench.check_flags(bad, h)
+        llama_bench.check_flags(bad, h)
 
 
 def test_argv_has_explicit_threads_and_json():
-    c = bench.BenchConfig("x", "/b/llama-bench", "/m/model.gguf", 3, prompt=[512, 1024], gen=[128], reps=4,
+    c = llama_bench.BenchConfig("x", "/b/llama-bench", "/m/model.gguf", 3, prompt=[512, 1024], gen=[128], reps=4,
                           flags={"-fa": "on"})
     assert c.argv() == ["/b/llama-bench", "-m", "/m/model.gguf", "-p", "512,1024", "-n", "128", "-r", "4",
                         "-t", "3", "-fa", "on", "-o", "json"]
     assert c.shown().startswith("llama-bench -m model.gguf")
-    assert bench.BenchConfig("x", "b", "m", 1, prompt=[], gen=[16]).argv()[4] == "0"
+    assert llama_bench.BenchConfig("x", "b", "m", 1, prompt=[], gen=[16]).argv()[4] == "0"
 
 
 def test_parse_real_json(fixtures):
-    rows = bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
+    rows = llama_bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
     assert [r["test"] for r in rows] == ["pp64", "pp128", "tg16"] * 2
     assert [r["n_threads"] for r in rows] == [1, 1, 1, 2, 2, 2]
     for r in rows:
@@ -46,27 +47,27 @@ def test_parse_real_json(fixtures):
     # jsonl gives the same rows
     raw = json.loads((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
     jl = "\n".join(json.dumps(x) for x in raw)
-    assert [r["avg_ts"] for r in bench.parse_bench_json(jl)] == [r["avg_ts"] for r in rows]
-    assert bench.test_name(512, 128) == "pp512+tg128" and bench.test_name(0, 0, 4096) == "pp0@d4096"
+    assert [r["avg_ts"] for r in llama_bench.parse_bench_json(jl)] == [r["avg_ts"] for r in rows]
+    assert llama_bench.test_name(512, 128) == "pp512+tg128" and llama_bench.test_name(0, 0, 4096) == "pp0@d4096"
 
 
 def test_proc_stat_and_contention(fixtures):
-    snap = bench.parse_proc_stat((fixtures / "bench" / "proc-stat-loadavg.txt").read_text())
+    snap = llama_bench.parse_proc_stat((fixtures / "bench" / "proc-stat-loadavg.txt").read_text())
     assert snap["ncpu"] == 2 and snap["busy"] > 0 and len(snap["loadavg"]) == 3
     before = {"busy": 1000, "steal": 0, "time": 100.0, "children_cpu": 5.0, "loadavg": [0.1, 0, 0]}
-    quiet = bench.load_during(before, {"busy": 1000 + 400, "steal": 0, "time": 102.0, "children_cpu": 9.0}, hz=100)
+    quiet = llama_bench.load_during(before, {"busy": 1000 + 400, "steal": 0, "time": 102.0, "children_cpu": 9.0}, hz=100)
     assert quiet["own_cores"] == 2.0 and quiet["others_cores"] == 0.0 and not quiet["contended"]
-    busy = bench.load_during(before, {"busy": 1000 + 400, "steal": 0, "time": 102.0, "children_cpu": 7.0}, hz=100)
+    busy = llama_bench.load_during(before, {"busy": 1000 + 400, "steal": 0, "time": 102.0, "children_cpu": 7.0}, hz=100)
     assert busy["others_cores"] == 1.0 and busy["contended"]
 
 
 def test_rotated_interleaving():
-    assert bench.rotated(["A", "B"], 0) == ["A", "B"] and bench.rotated(["A", "B"], 1) == ["B", "A"]
-    assert bench.rotated(["A", "B", "C"], 4) == ["B", "C", "A"]
+    assert experiment.rotated(["A", "B"], 0) == ["A", "B"] and experiment.rotated(["A", "B"], 1) == ["B", "A"]
+    assert experiment.rotated(["A", "B", "C"], 4) == ["B", "C", "A"]
 
 
 def _fixture_experiment(fixtures):
-    rows = bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
+    rows = llama_bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
     recs = []
     for rnd in range(2):
         for t in (1, 2):
@@ -75,7 +76,7 @@ def _fixture_experiment(fixtures):
                          "rows": [r for r in rows if r["n_threads"] == t]})
     confs = [{"label": "t=1", "threads": 1, "shown": "llama-bench -t 1"},
              {"label": "t=2", "threads": 2, "shown": "llama-bench -t 2"}]
-    return bench.Experiment("thread_sweep", "sweep", confs, recs, baseline="t=2")
+    return experiment.Experiment("thread_sweep", "sweep", confs, recs, baseline="t=2")
 
 
 def test_experiment_statistics_and_roundtrip(fixtures):
@@ -91,7 +92,7 @@ def test_experiment_statistics_and_roundtrip(fixtures):
     assert row["A"] == "t=2" and row["B"] == "t=1" and row["B/A"] > 1  # t=2 was contended in the capture
     assert ex.best("tg") == "t=1"
     d = json.loads(json.dumps(ex.to_dict()))
-    again = bench.Experiment.from_dict(d)
+    again = experiment.Experiment.from_dict(d)
     assert again.samples("t=1", "tg16") == ex.samples("t=1", "tg16") and d["comparisons"]
     md = ex._repr_markdown_()
     assert "t=1" in md and "contended" in md
@@ -99,7 +100,7 @@ def test_experiment_statistics_and_roundtrip(fixtures):
 
 def test_planned_experiment_renders():
     confs = [{"label": "a", "shown": "llama-bench -t 2"}]
-    ex = bench.Experiment("x", "X", confs, [{"label": "a", "planned": True, "rows": []}])
+    ex = experiment.Experiment("x", "X", confs, [{"label": "a", "planned": True, "rows": []}])
     assert ex.planned and "planned, not run" in ex._repr_markdown_()
     assert list(ex.summary()["status"]) == ["planned, not run"]
     assert ex.best() is None
@@ -108,17 +109,17 @@ def test_planned_experiment_renders():
 def test_choose_prefers_measured_threads(fixtures):
     ex = _fixture_experiment(fixtures)
     ex.extra["best"] = 1
-    ch = bench.choose(ex, None, nproc=2, default_t=2)
+    ch = experiments.choose(ex, None, nproc=2, default_t=2)
     assert ch["threads"] == 1 and ch["flags"] == {} and "sweep" in ch["why"][0]
 
 
 @pytest.mark.slow
 def test_real_llama_bench_run_through_bench(llama_build, smollm2, make_run):
     run = make_run({"runtime": {"bench": {"quick": True}}}, phase="05")
-    h = bench.parse_help(run.runner.probe([str(llama_build.binary("llama-bench")), "--help"]).stdout)
-    confs = [bench.BenchConfig("t=1", str(llama_build.binary("llama-bench")), str(smollm2.path), 1,
+    h = llama_bench.parse_help(run.runner.probe([str(llama_build.binary("llama-bench")), "--help"]).stdout)
+    confs = [llama_bench.BenchConfig("t=1", str(llama_build.binary("llama-bench")), str(smollm2.path), 1,
                                prompt=[32], gen=[8], reps=2)]
-    ex = bench.experiment(run, "smoke", "smoke", confs, rounds=2, help_info=h)
+    ex = experiment.experiment(run, "smoke", "smoke", confs, rounds=2, help_info=h)
     assert not ex.planned and ex.tests() == ["pp32", "tg8"]
     tg = ex.samples("t=1", "tg8")
     assert len(tg) == 4 and all(x > 1 for x in tg)
@@ -128,7 +129,7 @@ def test_real_llama_bench_run_through_bench(llama_build, smollm2, make_run):
     s = stats.summarize(tg)
     assert s.ci_low <= s.mean <= s.ci_high and math.isfinite(s.cv)
     # the journal has every invocation
-    from aios_lib.journal import read_journal
+    from aios_lib.core.journal import read_journal
 
     cmds = [e["cmdline"] for e in read_journal(run.dir / "commands.jsonl") if "llama-bench" in e["cmdline"]]
     assert sum("-o json" in c for c in cmds) == 2
@@ -140,8 +141,8 @@ def test_best_ignores_contended_runs_when_clean_ones_exist():
                 "rows": [{"test": "tg16", "samples_ts": ts}]}
 
     confs = [{"label": "t=1", "threads": 1}, {"label": "t=2", "threads": 2}]
-    ex = bench.Experiment("s", "s", confs, [rec("t=1", 0, [60, 61], False), rec("t=2", 0, [90, 95], False),
+    ex = experiment.Experiment("s", "s", confs, [rec("t=1", 0, [60, 61], False), rec("t=2", 0, [90, 95], False),
                                             rec("t=1", 1, [200, 210], True), rec("t=2", 1, [92, 93], False)])
     assert ex.best("tg") == "t=2"
-    only_contended = bench.Experiment("s", "s", confs, [rec("t=1", 0, [200], True), rec("t=2", 0, [90], False)])
+    only_contended = experiment.Experiment("s", "s", confs, [rec("t=1", 0, [200], True), rec("t=2", 0, [90], False)])
     assert only_contended.best("tg") == "t=1"  # no clean t=1 run: all samples count

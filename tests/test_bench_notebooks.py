@@ -20,7 +20,7 @@ def test_plan_mode_lists_every_benchmark_and_runs_none(tmp_path, monkeypatch):
     import nbformat
 
     from aios_lib.execute import run_phases
-    from aios_lib.journal import read_journal
+    from aios_lib.core.journal import read_journal
 
     monkeypatch.setenv("AIOS_OUTPUTS", str(tmp_path / "outputs"))
     outcome = run_phases("parameters/default.yaml", ["05", "07"], plan=True, log_output=False)
@@ -32,7 +32,7 @@ def test_plan_mode_lists_every_benchmark_and_runs_none(tmp_path, monkeypatch):
     assert all("-t" in e["argv"] for e in benches)
     assert any("512,1024" in e["cmdline"] and "-n 128" in e["cmdline"] for e in benches)
     assert sum("bench blueprint round" in (e.get("note") or "") for e in benches) == 3
-    servers = [e for e in entries if "llama-server" in e["cmdline"]]
+    servers = [e for e in entries if e["phase"] == "05" and Path(e["argv"][0]).name == "llama-server"]
     assert servers and servers[0]["planned"] and "--metrics" in servers[0]["argv"]
     nb = nbformat.read(outcome.run_dir / "05_benchmark.ipynb", as_version=4)
     text = str([c.get("outputs") for c in nb.cells])
@@ -47,7 +47,7 @@ def test_real_quick_benchmark_phase_and_compare(tmp_path, monkeypatch, llama_bui
     import yaml
 
     from aios_lib.execute import run_phases
-    from aios_lib.records import read_json
+    from aios_lib.core.records import read_json
 
     monkeypatch.setenv("AIOS_OUTPUTS", str(tmp_path / "outputs"))
     pf = tmp_path / "quick.yaml"

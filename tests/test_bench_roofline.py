@@ -1,7 +1,7 @@
 """The bandwidth kernel (built with gcc through the runner, cached) and the roofline arithmetic."""
 import pytest
 
-from aios_lib import roofline
+from aios_lib.benchmark import roofline
 
 
 def test_parse_stream_output():

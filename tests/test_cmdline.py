@@ -1,6 +1,6 @@
 import pytest
 
-from aios_lib.cmdline import CmdlineError, build_cmdline, check_tokens, is_known, known_parameters, parse_cmdline
+from aios_lib.system.cmdline import CmdlineError, build_cmdline, check_tokens, is_known, known_parameters, parse_cmdline
 from aios_lib.params import ParamsError, load_params, parse_params
 
 

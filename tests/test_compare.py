@@ -3,12 +3,13 @@ import json
 
 import pytest
 
-from aios_lib import bench, compare, report
-from aios_lib.records import write_json
+from aios_lib.benchmark import compare, report
+from aios_lib.measure import experiment, llama_bench
+from aios_lib.core.records import write_json
 
 
 def _rows(fixtures, threads, scale=1.0):
-    rows = bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
+    rows = llama_bench.parse_bench_json((fixtures / "bench" / "llama-bench-smollm2.json").read_text())
     out = []
     for r in rows:
         if r["n_threads"] == threads:
@@ -23,18 +24,18 @@ def _three_way(fixtures, scale):
              for lab, t in (("blueprint", 1), ("defaults", 1), ("runbook", 1))]
     recs = []
     for rnd in range(3):
-        for lab in bench.rotated(["blueprint", "defaults", "runbook"], rnd):
+        for lab in experiment.rotated(["blueprint", "defaults", "runbook"], rnd):
             k = scale * (1.2 if lab == "runbook" else 1.0) * (1 + 0.01 * rnd)
             recs.append({"label": lab, "round": rnd, "planned": False, "load": {"contended": False},
                          "rows": _rows(fixtures, 1, k)})
-    return bench.Experiment("three_way", "three", confs, recs, baseline="blueprint")
+    return experiment.Experiment("three_way", "three", confs, recs, baseline="blueprint")
 
 
 def _make_run_dir(path, fixtures, scale, label):
     path.mkdir(parents=True)
     ex = _three_way(fixtures, scale)
     lat = {"planned": False, "threads": 1, "itl_ms": [15.0 * scale + 0.1 * i for i in range(40)]}
-    from aios_lib import stats
+    from aios_lib.measure import stats
 
     lat["jitter"] = stats.jitter(lat["itl_ms"])
     write_json(path / "results.json", {"05": {"three_way": ex.to_dict(), "latency": lat,
@@ -69,13 +70,13 @@ def test_plots_from_records(tmp_path, fixtures):
     ex = _three_way(fixtures, 1.0)
     for fig in (report.bars_plot(ex), report.timeline_plot(ex), report.bars_plot(ex, normalize=True)):
         assert fig.axes
-    sweep = bench.Experiment("thread_sweep", "sweep",
+    sweep = experiment.Experiment("thread_sweep", "sweep",
                              [{"label": "t=1", "threads": 1}, {"label": "t=2", "threads": 2}],
                              [{"label": "t=1", "round": 0, "rows": _rows(fixtures, 1), "load": {}},
                               {"label": "t=2", "round": 0, "rows": _rows(fixtures, 2), "load": {}}],
                              extra={"best": 1})
     assert len(report.sweep_plot(sweep).axes) == 3
-    from aios_lib import roofline
+    from aios_lib.benchmark import roofline
 
     pts = roofline.points_from([ex], 26.7)
     assert pts and all(0 < p.efficiency < 1 for p in pts)
@@ -96,7 +97,7 @@ def test_notebook_07_compares_two_run_folders(tmp_path, fixtures):
     import nbformat
     import papermill as pm
 
-    from aios_lib.paths import notebooks_dir
+    from aios_lib.core.paths import notebooks_dir
 
     a = _make_run_dir(tmp_path / "stock", fixtures, 1.0, "stock")
     b = _make_run_dir(tmp_path / "aios", fixtures, 1.10, "aios")
@@ -123,7 +124,7 @@ def test_aios_bench_prints_ratios_from_a_record(tmp_path, fixtures, capsys):
 
 def test_real_recorded_default_run(fixtures, capsys):
     """A real phase-05 record (default parameters, 2-core VM) re-read and re-rendered from outputs alone."""
-    from aios_lib import roofline
+    from aios_lib.benchmark import roofline
     from aios_lib.cli import main
 
     r = compare.load_run(fixtures / "bench" / "run-full")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib.disk import (DiskRefused, Layout, MountStack, check_disk, disk_of, parse_blkid_export,
+from aios_lib.system.disk import (DiskRefused, Layout, MountStack, check_disk, disk_of, parse_blkid_export,
                            parse_findmnt_targets, parse_losetup_j, parse_lsblk_in_use, partition_path, read_uuids,
                            Devices, vfat_available)
-from aios_lib.journal import read_journal
+from aios_lib.core.journal import read_journal
 
 
 def sh(*argv):
@@ -132,7 +132,7 @@ def test_disk_target_runs_the_same_steps_on_a_confirmed_block_device(tmp_path):
     import os
     import uuid
 
-    from aios_lib import image
+    from aios_lib.system import image
     from aios_lib.context import open_run
     from aios_lib.params import parse_params
 

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from aios_lib.execute import existing_phases, run_phases
-from aios_lib.journal import read_journal
+from aios_lib.core.journal import read_journal
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -199,8 +199,8 @@ def test_live_survey_is_journaled_and_complete(runner):
 
 def test_live_survey_runs_in_plan_mode(tmp_path):
     """Facts are read-only probes: a plan-mode runner still reads them."""
-    from aios_lib.journal import Journal
-    from aios_lib.runner import Runner
+    from aios_lib.core.journal import Journal
+    from aios_lib.core.runner import Runner
 
     r = Runner(journal=Journal(tmp_path / "j.jsonl"), plan=True)
     s = survey(r)

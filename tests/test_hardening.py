@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import hardening
-from aios_lib.cmdline import CmdlineError
+from aios_lib.service import hardening
+from aios_lib.system.cmdline import CmdlineError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "service"
 

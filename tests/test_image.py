@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import image
+from aios_lib.system import image
 from aios_lib.context import open_run
-from aios_lib.disk import parse_findmnt_targets, parse_losetup_j
-from aios_lib.journal import read_journal
+from aios_lib.system.disk import parse_findmnt_targets, parse_losetup_j
+from aios_lib.core.journal import read_journal
 from aios_lib.params import ParamsError, load_params, parse_params
-from aios_lib.paths import cache_dir
-from aios_lib.runner import DestructiveRefused
+from aios_lib.core.paths import cache_dir
+from aios_lib.core.runner import DestructiveRefused
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -274,7 +274,7 @@ def test_kernel_upgrade_hook_keeps_the_command_line(tmp_path):
         entries[0].unlink()
         t.runner.change(["env", "SYSTEMD_RELAX_ESP_CHECKS=1", "/etc/kernel/postinst.d/zz-systemd-boot", kver,
                          f"/boot/vmlinuz-{kver}"], root=root, timeout=900)
-        from aios_lib.bootloader import parse_bls_entry
+        from aios_lib.system.bootloader import parse_bls_entry
 
         entry = parse_bls_entry(entries[0].read_text())
         assert entry["options"].split() == wanted

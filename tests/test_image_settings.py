@@ -10,7 +10,7 @@ from aios_lib.settings.sysctl import Sysctl
 from aios_lib.settings.thp import ThpMode, parse_sysfs_mode, parse_tmpfiles_mode
 from aios_lib.settings.units import DefaultTarget, MaskedUnits, SerialAutologin
 from aios_lib.settings.zram import ZramGenerator
-from aios_lib.sysconfig import fstab_text, parse_genfstab, root_settings, FstabPlan
+from aios_lib.system.sysconfig import fstab_text, parse_genfstab, root_settings, FstabPlan
 
 
 def make_root(tmp_path: Path) -> Path:

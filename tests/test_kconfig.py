@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import kconfig
-from aios_lib.kernel import KbuildProgress, KernelError, read_modules_list
+from aios_lib.kernel import kconfig
+from aios_lib.kernel.build import KbuildProgress
+from aios_lib.kernel.config import read_modules_list
+from aios_lib.kernel.source import KernelError
 
 FIX = Path(__file__).parent / "fixtures" / "kernel"
 

@@ -5,10 +5,10 @@ The tiny kernel build and boot are in test_kernel_boot.py.
 """
 import pytest
 
-from aios_lib import kernel
-from aios_lib.kconfig import config_value
+from aios_lib.kernel import build as kernel_build, config as kernel_config, install as kernel_install, source as kernel_source
+from aios_lib.kernel.kconfig import config_value
 from aios_lib.params import load_params
-from aios_lib.paths import resolve_in_project
+from aios_lib.core.paths import resolve_in_project
 
 
 def _params(**kernel_over):
@@ -28,7 +28,7 @@ def src612(tmp_path_factory):
     from aios_lib.params import parse_params
 
     run = open_run(parse_params({"schema_version": 1, **_params()}), run_dir=tmp_path_factory.mktemp("src"))
-    src = kernel.source_tree(run)
+    src = kernel_source.source_tree(run)
     assert src.ready and src.release[:2] == (6, 12)
     return src
 
@@ -36,7 +36,7 @@ def src612(tmp_path_factory):
 @pytest.mark.slow
 def test_tinyconfig_plus_minimum_612(make_run, src612):
     run = make_run(_params())
-    cfg = kernel.configure(run, src612)
+    cfg = kernel_config.configure(run, src612)
     by = _by(cfg)
     # the kernel's own tools ran: merge_config.sh then olddefconfig with unknown-symbol warnings
     cmds = "\n".join(cfg.commands)
@@ -60,7 +60,7 @@ def test_tinyconfig_plus_minimum_612(make_run, src612):
 @pytest.mark.slow
 def test_tinyconfig_without_minimum_shows_dependencies(make_run, src612):
     run = make_run(_params(minimum=["64BIT"]))
-    by = _by(kernel.configure(run, src612, label="nominimum"))
+    by = _by(kernel_config.configure(run, src612, label="nominimum"))
     assert by["NO_HZ_FULL"].status == "dependency unmet"
     assert "SMP" in by["NO_HZ_FULL"].depends and "depends on" in by["NO_HZ_FULL"].depends
     assert by["CPU_FREQ_GOV_PERFORMANCE"].status == "dependency unmet"
@@ -70,7 +70,7 @@ def test_tinyconfig_without_minimum_shows_dependencies(make_run, src612):
 @pytest.mark.slow
 def test_defconfig_612(make_run, src612):
     run = make_run(_params(base_config="defconfig"))
-    cfg = kernel.configure(run, src612)
+    cfg = kernel_config.configure(run, src612)
     by = _by(cfg)
     assert cfg.base_config.get("HZ_1000") == "y"  # what defconfig starts from
     assert by["HZ"].stuck and by["HZ"].base == "HZ=1000"
@@ -83,7 +83,7 @@ def test_defconfig_612(make_run, src612):
 @pytest.mark.slow
 def test_debian_config_612(make_run, src612):
     run = make_run(_params(base_config="distro"))
-    cfg = kernel.configure(run, src612)
+    cfg = kernel_config.configure(run, src612)
     by = _by(cfg)
     assert cfg.base_config.get("HZ_250") == "y" and cfg.base_config.get("CPU_MITIGATIONS") == "y"
     assert by["HZ"].stuck and by["HZ"].base == "HZ=250"
@@ -96,7 +96,7 @@ def test_debian_config_612(make_run, src612):
 def test_running_kernel_config(make_run, src612):
     """This machine's own /proc/config.gz (a newer kernel's) as the base of the 6.12 tree."""
     run = make_run(_params(base_config="running"))
-    cfg = kernel.configure(run, src612)
+    cfg = kernel_config.configure(run, src612)
     by = _by(cfg)
     assert any("zcat /proc/config.gz" in c for c in cfg.commands)
     assert len(cfg.base_config) > 1000
@@ -108,7 +108,7 @@ def test_running_kernel_config(make_run, src612):
 def test_literal_table_loses_rows(make_run, src612):
     """The blueprint's way (rows as written, no choice handling) on defconfig."""
     run = make_run(_params(base_config="defconfig"))
-    cfg = kernel.configure(run, src612, resolve=False, label="literal")
+    cfg = kernel_config.configure(run, src612, resolve=False, label="literal")
     by = _by(cfg)
     assert not by["HZ"].stuck and by["HZ"].status == "no prompt"
     assert config_value(cfg.final_config, "HZ") == "1000"
@@ -120,7 +120,7 @@ def test_literal_table_loses_rows(make_run, src612):
 @pytest.mark.slow
 def test_thp_made_impossible_by_preempt_rt(make_run, src612):
     run = make_run(_params(base_config="defconfig"))
-    cfg = kernel.configure(run, src612, options={"EXPERT": "y", "PREEMPT_RT": "y", "TRANSPARENT_HUGEPAGE": "y"},
+    cfg = kernel_config.configure(run, src612, options={"EXPERT": "y", "PREEMPT_RT": "y", "TRANSPARENT_HUGEPAGE": "y"},
                            label="rt")
     by = _by(cfg)
     assert by["PREEMPT_RT"].stuck
@@ -132,7 +132,7 @@ def test_thp_made_impossible_by_preempt_rt(make_run, src612):
 def test_debian_rt_config(make_run, src612):
     """Debian's rt flavour: the resolved table turns PREEMPT_RT off, so VOLUNTARY and THP stick."""
     run = make_run(_params(base_config="distro", distro_flavour="amd64_rt_amd64"))
-    cfg = kernel.configure(run, src612, label="rt-resolved")
+    cfg = kernel_config.configure(run, src612, label="rt-resolved")
     by = _by(cfg)
     assert cfg.base_config.get("PREEMPT_RT") == "y" and cfg.base_config.get("TRANSPARENT_HUGEPAGE", "n") == "n"
     assert by["PREEMPT_VOLUNTARY"].stuck and by["TRANSPARENT_HUGEPAGE"].stuck
@@ -142,7 +142,7 @@ def test_debian_rt_config(make_run, src612):
 @pytest.mark.slow
 def test_two_members_of_one_choice(make_run, src612):
     run = make_run(_params(base_config="defconfig"))
-    cfg = kernel.configure(run, src612, options={"PREEMPT_VOLUNTARY": "y", "PREEMPT": "y"}, label="twochoice")
+    cfg = kernel_config.configure(run, src612, options={"PREEMPT_VOLUNTARY": "y", "PREEMPT": "y"}, label="twochoice")
     by = _by(cfg)
     assert by["PREEMPT"].stuck
     assert by["PREEMPT_VOLUNTARY"].status == "lost to another choice"
@@ -151,8 +151,8 @@ def test_two_members_of_one_choice(make_run, src612):
 
 def test_localmodconfig_refuses_empty_list_before_running_anything(make_run, fixtures):
     run = make_run(_params(localmodconfig=True, lsmod_file=str(fixtures / "kernel" / "lsmod-empty.txt")))
-    with pytest.raises(kernel.KernelError, match="names no modules.*lsmod > lsmod.txt"):
-        kernel.configure(run, kernel.KernelSource("debian-package", "6.12", "x", resolve_in_project("nowhere")))
+    with pytest.raises(kernel_source.KernelError, match="names no modules.*lsmod > lsmod.txt"):
+        kernel_config.configure(run, kernel_source.KernelSource("debian-package", "6.12", "x", resolve_in_project("nowhere")))
     assert not any("localmodconfig" in r.cmdline for r in run.runner.history)
 
 
@@ -162,10 +162,10 @@ def test_plan_full_example_lists_the_commands(make_run):
 
     p = load_params("parameters/kernel-full-example.yaml")
     run = open_run(p, run_dir=make_run().dir / "plan", plan=True, phase="03")
-    src = kernel.source_tree(run)
-    cfg = kernel.configure(run, src)
-    built = kernel.build(run, cfg)
-    inst = kernel.install(run, cfg, built)
+    src = kernel_source.source_tree(run)
+    cfg = kernel_config.configure(run, src)
+    built = kernel_build.build(run, cfg)
+    inst = kernel_install.install(run, cfg, built)
     planned = "\n".join(r.cmdline for r in run.runner.history if r.planned)
     assert "zcat /proc/config.gz" in "\n".join(cfg.commands)  # base: the running kernel's config
     assert "localmodconfig" in planned and "LSMOD=" in planned
@@ -181,9 +181,9 @@ def test_plan_full_example_lists_the_commands(make_run):
 def test_debian_61_tree_differs(make_run):
     """6.1: CFS (no EEVDF, no option for it either), CPU_MITIGATIONS present (backported rename)."""
     run = make_run(_params(version="6.1"))
-    src = kernel.source_tree(run)
+    src = kernel_source.source_tree(run)
     assert src.ready and src.release[:2] == (6, 1)
-    cfg = kernel.configure(run, src)
+    cfg = kernel_config.configure(run, src)
     by = _by(cfg)
     assert by["SCHED_EEVDF"].status == "no such symbol" and "CFS" in by["SCHED_EEVDF"].notes
     assert by["SPECULATION_MITIGATIONS"].status == "renamed (stuck)"
@@ -196,7 +196,7 @@ def test_debian_61_tree_differs(make_run):
 def test_localmodconfig_with_a_module_list(make_run, src612, fixtures):
     run = make_run(_params(base_config="distro", localmodconfig=True,
                            lsmod_file=str(fixtures / "kernel" / "lsmod-kvm-guest.txt")))
-    cfg = kernel.configure(run, src612)
+    cfg = kernel_config.configure(run, src612)
     base_modules = sum(1 for v in cfg.base_config.values() if v == "m")
     assert base_modules > 3000  # Debian's config builds thousands of modules
     assert 5 <= cfg.modules_kept < 200, cfg.modules_kept
@@ -209,16 +209,16 @@ def test_plan_git_and_linux_tkg_sources(make_run):
     """Without internet here, the git and linux-tkg sources are shown as plans."""
     run = make_run(_params(source="git", git_ref="v6.12.20", build_target="bindeb-pkg",
                            install={"enabled": True, "method": "bindeb-pkg"}), plan=True)
-    src = kernel.source_tree(run)
+    src = kernel_source.source_tree(run)
     assert src.key == "git-v6.12.20" and not src.ready
     clone = [r.cmdline for r in run.runner.history if r.argv[:2] == ["git", "clone"]]
     assert clone and "--branch v6.12.20" in clone[0] and "stable/linux.git" in clone[0]
-    cfg = kernel.configure(run, src)
-    built = kernel.build(run, cfg)
+    cfg = kernel_config.configure(run, src)
+    built = kernel_build.build(run, cfg)
     assert built.planned and built.command.endswith("bindeb-pkg")
-    inst = kernel.install(run, cfg, built)
+    inst = kernel_install.install(run, cfg, built)
     assert any(c.startswith("arch-chroot") or c.startswith("chroot") for c in inst.commands)
     assert any("dpkg -i" in c for c in inst.commands)
     tkg = make_run(_params(source="linux-tkg"), plan=True)
-    s2 = kernel.source_tree(tkg)
+    s2 = kernel_source.source_tree(tkg)
     assert s2.planned and any("linux-tkg" in c for c in s2.commands) and any("makepkg" in c for c in s2.commands)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import kernel, kernel_boot
-from aios_lib.kconfig import config_value
+from aios_lib.kernel import boot_check, build as kernel_build, config as kernel_config, source as kernel_source, tiny_boot as kernel_boot
+from aios_lib.kernel.kconfig import config_value
 from aios_lib.params import load_params
 
 FIX = Path(__file__).parent / "fixtures" / "kernel"
@@ -35,9 +35,9 @@ def test_tiny_kernel_builds_boots_and_agrees(tmp_path):
     from aios_lib.context import open_run
 
     run = open_run(load_params("parameters/kernel-tiny.yaml"), run_dir=tmp_path / "run", plan=False, phase="03")
-    src = kernel.source_tree(run)
-    cfg = kernel.configure(run, src)
-    built = kernel.build(run, cfg)
+    src = kernel_source.source_tree(run)
+    cfg = kernel_config.configure(run, src)
+    built = kernel_build.build(run, cfg)
     assert built.image.exists() and built.image.stat().st_size > 500_000
     assert built.release.startswith("6.12") and built.release.endswith("-synapse")
     booted = kernel_boot.boot(run, built.image)
@@ -55,7 +55,7 @@ def test_tiny_kernel_builds_boots_and_agrees(tmp_path):
     # the whole config agrees, not only the table's rows
     assert {k: v for k, v in booted.config.items()} == cfg.final_config
     assert "NO_HZ: Full dynticks CPUs: 1." in booted.dmesg
-    rec = kernel.record(run, cfg, built, booted)
+    rec = boot_check.record(run, cfg, built, booted)
     assert rec["config"]["stuck"] == 7 and rec["boot"]["table_agrees"] is True
     assert run.recorded("03", "kernel")["boot"]["uname"] == built.release
     # the runtime caveat: below 512 MiB of RAM the same kernel starts with THP off

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import image, kernel
+from aios_lib.system import image
+from aios_lib.kernel import boot_check, build as kernel_build, config as kernel_config, install as kernel_install, source as kernel_source
 from aios_lib.context import open_run
-from aios_lib.disk import parse_losetup_j
-from aios_lib.kconfig import config_value
+from aios_lib.system.disk import parse_losetup_j
+from aios_lib.kernel.kconfig import config_value
 from aios_lib.params import load_params, parse_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,17 +29,17 @@ def _params(tmp_path):
 
 def test_entry_options_append_only_new_names():
     entry = "title x\nversion 6.12.1-synapse\noptions root=PARTUUID=ab rw transparent_hugepage=madvise\n"
-    out = kernel.entry_with_options(entry, ["nohz_full=1", "transparent_hugepage=always"])
+    out = kernel_install.entry_with_options(entry, ["nohz_full=1", "transparent_hugepage=always"])
     assert "options root=PARTUUID=ab rw transparent_hugepage=madvise nohz_full=1\n" in out
-    assert kernel.entry_with_options(entry, []) == entry
+    assert kernel_install.entry_with_options(entry, []) == entry
 
 
 def test_initrd_drivers_are_read_from_dracut_config_and_module_lists():
-    from aios_lib.bootstrap import DRACUT_CONF
+    from aios_lib.system.bootstrap import DRACUT_CONF
 
-    want = kernel.dracut_drivers([DRACUT_CONF, 'force_drivers+=" zram "\n'])
+    want = kernel_install.dracut_drivers([DRACUT_CONF, 'force_drivers+=" zram "\n'])
     assert want[:3] == ["overlay", "xfs", "ext4"] and want[-1] == "zram"
-    have = kernel.module_names("kernel/fs/xfs/xfs.ko.xz: kernel/lib/libcrc32c.ko.xz\n"
+    have = kernel_install.module_names("kernel/fs/xfs/xfs.ko.xz: kernel/lib/libcrc32c.ko.xz\n"
                                "kernel/drivers/block/virtio_blk.ko: \n", "kernel/fs/ext4/ext4.ko\n")
     assert have == {"xfs", "virtio_blk", "ext4"}  # each module has its own line in a real modules.dep
 
@@ -49,33 +50,33 @@ def test_keep_modules_extend_the_captured_list(make_run, tmp_path):
     run = make_run({"schema_version": 1, "kernel": {"enabled": True, "base_config": "distro", "localmodconfig": True,
                                                     "lsmod_file": str(lsmod), "keep_modules": ["overlay"]}},
                    plan=True)
-    cfg = kernel.configure(run, kernel.KernelSource("debian-package", "6.12", "x", tmp_path / "nowhere"))
+    cfg = kernel_config.configure(run, kernel_source.KernelSource("debian-package", "6.12", "x", tmp_path / "nowhere"))
     assert any(r.cmdline.startswith("write ") and "synapse-lsmod.txt" in r.cmdline for r in run.runner.history)
     assert any("LSMOD=" in c and "synapse-lsmod.txt" in c for c in cfg.commands)
 
 
 def test_booted_config_from_a_guest_report():
     rep = {"kernel": "6.12.1-synapse", "kconfig.HZ_300": "y", "kconfig.NUMA": "n", "kconfig.HZ": "300"}
-    assert kernel.booted_config(rep) == {"HZ_300": "y", "HZ": "300"}
+    assert boot_check.booted_config(rep) == {"HZ_300": "y", "HZ": "300"}
 
 
 def test_loader_default_replaces_the_pattern():
     conf = "# Synapse: no menu\ndefault synapse-*\ntimeout 0\neditor no\n"
-    out = kernel.loader_default(conf, "synapse-6.12.1-synapse.conf")
+    out = kernel_install.loader_default(conf, "synapse-6.12.1-synapse.conf")
     assert out.count("default ") == 1 and "default synapse-6.12.1-synapse.conf\n" in out
     assert out.startswith("# Synapse") and "timeout 0" in out
 
 
 def test_install_cmdline_is_validated_before_anything_runs(make_run):
-    from aios_lib.cmdline import CmdlineError
+    from aios_lib.system.cmdline import CmdlineError
 
     run = make_run({"schema_version": 1, "kernel": {"enabled": True, "install": {"cmdline": ["auditing=0"]}}},
                    plan=True)
-    src = kernel.KernelSource("debian-package", "6.12", "x", Path("/nowhere"))
-    cfg = kernel.ConfigResult(src, "tinyconfig", Path("/nowhere"), "", [], planned=True)
-    built = kernel.BuildResult("k", Path("/nowhere"), "all", Path("/nowhere/bz"), False, planned=True)
+    src = kernel_source.KernelSource("debian-package", "6.12", "x", Path("/nowhere"))
+    cfg = kernel_config.ConfigResult(src, "tinyconfig", Path("/nowhere"), "", [], planned=True)
+    built = kernel_build.BuildResult("k", Path("/nowhere"), "all", Path("/nowhere/bz"), False, planned=True)
     with pytest.raises(CmdlineError, match="kernel.install.cmdline.*auditing=0.*audit=0"):
-        kernel.install(run, cfg, built)
+        kernel_install.install(run, cfg, built)
     assert not run.runner.history
 
 
@@ -83,16 +84,16 @@ def test_plan_shows_install_and_boot_in_the_image(tmp_path):
     """`aios plan 02 03 --params parameters/kernel-image.yaml`: every step, nothing run."""
     params, img = _params(tmp_path)
     run = open_run(params, run_dir=tmp_path / "plan", plan=True, phase="03")
-    cfg = kernel.configure(run, kernel.source_tree(run))
-    built = kernel.build(run, cfg)
-    inst = kernel.install_into_target(run, cfg, built)
+    cfg = kernel_config.configure(run, kernel_source.source_tree(run))
+    built = kernel_build.build(run, cfg)
+    inst = kernel_install.install_into_target(run, cfg, built)
     planned = "\n".join(r.cmdline for r in run.runner.history if r.planned)
     assert inst.planned and "localmodconfig" in planned and "LSMOD=" in planned and "synapse-lsmod.txt" in planned
     assert "modules_install" in planned and "kernel-install add" in planned
     assert planned.index("dracut --force --kver") < planned.index("kernel-install add")
     assert "nohz_full=1" in inst.entry and inst.entry_name.startswith("synapse-")
     assert f"losetup -f --show -P {img}" in planned  # into phase 02's image, mounted as phase 02 does
-    boot = kernel.boot_in_target(run, cfg, built, inst)
+    boot = boot_check.boot_in_target(run, cfg, built, inst)
     assert boot.planned and boot.argv[0] == "qemu-system-x86_64"
     assert not img.exists() and not any(r.rc is not None and r.kind != "probe" for r in run.runner.history)
 
@@ -107,17 +108,17 @@ def test_custom_kernel_installed_in_the_image_boots_and_reads_back(tmp_path):
     assert img.exists()
 
     run = open_run(params, run_dir=tmp_path / "run", phase="03")
-    cfg = kernel.configure(run, kernel.source_tree(run))
+    cfg = kernel_config.configure(run, kernel_source.source_tree(run))
     assert all(r.stuck for r in cfg.rows), cfg.table_df().to_string()
     assert 30 <= cfg.modules_kept <= 150, cfg.modules_kept  # the image's own module list, not every module
     for sym in ("OVERLAY_FS", "EXT4_FS", "BLK_DEV_NVME"):  # kernel.keep_modules: what phase 02's initrd adds
         assert config_value(cfg.final_config, sym) in ("y", "m"), sym
     for sym in ("XFS_FS", "ZRAM", "VIRTIO_BLK", "VFAT_FS"):  # what the image needs to boot and to pass phase 02
         assert config_value(cfg.final_config, sym) in ("y", "m"), sym
-    built = kernel.build(run, cfg)
+    built = kernel_build.build(run, cfg)
     assert built.release.startswith("6.12.") and built.release.endswith("-synapse") and built.image.exists()
 
-    inst = kernel.install_into_target(run, cfg, built)
+    inst = kernel_install.install_into_target(run, cfg, built)
     assert not inst.planned and inst.ok, inst.checks
     rows = {c["item"]: c for c in inst.checks}
     assert rows["loader.conf default"]["in effect"] == f"synapse-{built.release}.conf"
@@ -126,7 +127,7 @@ def test_custom_kernel_installed_in_the_image_boots_and_reads_back(tmp_path):
     assert parse_losetup_j(subprocess.run(["losetup", "-j", str(img)], capture_output=True, text=True).stdout) == []
 
     # boot it (snapshot): phase 02's rows still hold under the new kernel, and the kernel is ours
-    boot = kernel.boot_in_target(run, cfg, built, inst)
+    boot = boot_check.boot_in_target(run, cfg, built, inst)
     assert not boot.planned and boot.rc == 0 and boot.ok, boot.table().to_string()
     got = {r["check"]: r["in effect"] for r in boot.rows}
     assert got["kernel"] == built.release and got["loader_entry"] == inst.entry_name
@@ -134,9 +135,9 @@ def test_custom_kernel_installed_in_the_image_boots_and_reads_back(tmp_path):
     assert got["kconfig.HZ"] == "300" and got["kconfig.NUMA"] == "n" and got["kconfig.NO_HZ_FULL"] == "y"
     assert "nohz_full=1" in got["kernel command line"].split()
     assert got["THP mode"] == "madvise" and got["failed units"] == "none"
-    from aios_lib import kernel_boot
+    from aios_lib.kernel import tiny_boot as kernel_boot
 
-    side = kernel_boot.compare(cfg.rows, cfg.table, cfg.final_config, kernel.booted_config(boot.report))
+    side = kernel_boot.compare(cfg.rows, cfg.table, cfg.final_config, boot_check.booted_config(boot.report))
     assert len(side) >= len(cfg.rows) and side["agree"].all(), side.to_string()
-    rec = kernel.record(run, cfg, built, None, inst, boot)
+    rec = boot_check.record(run, cfg, built, None, inst, boot)
     assert rec["install"]["release"] == built.release and rec["boot_in_target"]["ok"] is True

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from aios_lib import llama
+from aios_lib.runtime import llama
 
 
 def test_build_key_changes_with_inputs():
@@ -134,7 +134,7 @@ def test_generic_build_has_no_avx2(make_run, llama_native):
     assert g.binary("llama-bench").exists() and g.key != llama_native.key
     assert g.native_in_effect is False if g.native_in_effect is not None else True
     assert "AVX2" not in g.features and "FMA" not in g.features and "AVX512" not in g.features
-    meta = json.loads((g.bin_dir.parent / "build.json").read_text())
+    meta = json.loads((g.bin_dir.parent / ".complete.json").read_text())  # written last: the entry is whole
     assert meta["cmake_options"]["GGML_AVX2"] == "OFF"
 
 

@@ -1,5 +1,5 @@
 """Blueprint 2.2: -march=native parsing (captured gcc 12 output from the dev machine) and makepkg.conf."""
-from aios_lib import compiler
+from aios_lib.runtime import compiler
 
 
 def test_parse_help_target(fixtures):

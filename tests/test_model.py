@@ -4,8 +4,8 @@ import struct
 
 import pytest
 
-from aios_lib import model
-from aios_lib.model import ModelError
+from aios_lib.runtime import model
+from aios_lib.runtime.model import ModelError
 from aios_lib.params.runtime import SMOLLM2_SHA256
 
 
@@ -135,7 +135,7 @@ def test_synthetic_plan_mode_writes_nothing(make_run, tmp_path, monkeypatch):
     syn = model.synthetic_model(run)
     assert syn.planned and syn.synthetic and not syn.path.exists()
     cmd = run.runner.history[-1]
-    assert cmd.planned and "aios_lib.synthetic" in cmd.argv and "--n-embd" in cmd.argv
+    assert cmd.planned and "aios_lib.runtime.synthetic" in cmd.argv and "--n-embd" in cmd.argv
     assert cmd.argv[cmd.argv.index("--n-embd") + 1] == "2048"
 
 
@@ -146,7 +146,7 @@ def test_quantize_fallbacks_parsed(fixtures):
 
 
 def test_synthetic_vocab_is_minimal_spm():
-    from aios_lib import synthetic
+    from aios_lib.runtime import synthetic
 
     tokens, scores, types = synthetic.vocab(600)
     assert len(tokens) == len(set(tokens)) == len(scores) == len(types) == 600

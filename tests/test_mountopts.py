@@ -1,6 +1,6 @@
 import pytest
 
-from aios_lib.mountopts import MountOptionError, fstab_options, normalise_mount_options
+from aios_lib.params.mount_options import MountOptionError, fstab_options, normalise_mount_options
 
 
 def test_blueprint_options_on_xfs_are_refused_with_the_reason():

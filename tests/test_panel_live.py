@@ -1,5 +1,5 @@
 """The panel against a real llama-server with the bundled SmolLM2 model (slow: needs the llama.cpp
-build, cached after the first time). The server is aios_lib.server.LlamaServer (started through runner.spawn)
+build, cached after the first time). The server is aios_lib.measure.server.LlamaServer (started through runner.spawn)
 on 127.0.0.1 at a free port; the panel is driven headless with Textual's pilot.
 
 Run by hand under the heavy lock:
@@ -16,7 +16,7 @@ import requests
 
 from aios_lib.panel.app import PanelApp
 from aios_lib.panel.metrics import canonical_metrics, format_rate, parse_metrics
-from aios_lib.server import LlamaServer, free_port
+from aios_lib.measure.server import LlamaServer, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ PROMPTS = ["The capital of France is", "Write a short poem about the sea:", "Lis
 
 @contextmanager
 def llama_server(run, build, model, port: int, metrics: bool = True):
-    """A real llama-server on 127.0.0.1:port (aios_lib.server.LlamaServer: runner.spawn, waits for
+    """A real llama-server on 127.0.0.1:port (aios_lib.measure.server.LlamaServer: runner.spawn, waits for
     /health, SIGTERM on exit); ``metrics=False`` drops its --metrics flag."""
     srv = LlamaServer(run, build.binary("llama-server"), model.path, threads=1, port=port, ctx=2048, parallel=2)
     if not metrics:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import readonly
+from aios_lib.service import readonly
 
 ENTRY = """title      Debian GNU/Linux 12 (bookworm)
 version    6.1.0-50-amd64
@@ -51,7 +51,7 @@ def test_volatile_entry_on_a_real_fat(make_run, tmp_path):
 
 
 def test_volatile_entry_needs_confirmation(make_run, tmp_path):
-    from aios_lib.runner import DestructiveRefused
+    from aios_lib.core.runner import DestructiveRefused
 
     esp = tmp_path / "esp.img"
     _sh("truncate", "-s", "64M", str(esp))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import research
+from aios_lib.facts import research
 from aios_lib.facts.survey import FACTS, load_fixture, parse_outputs
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "facts"
@@ -134,8 +134,8 @@ def test_notebook_01_records_survey_and_answers(tmp_path):
     from aios_lib.execute import run_phases
     from aios_lib.facts import cpu as cpu_fact
     from aios_lib.facts.base import gather
-    from aios_lib.journal import Journal
-    from aios_lib.runner import Runner
+    from aios_lib.core.journal import Journal
+    from aios_lib.core.runner import Runner
 
     root = Path(__file__).resolve().parent.parent
     old = os.environ.get("AIOS_OUTPUTS")

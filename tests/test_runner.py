@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from aios_lib.journal import Journal, read_journal
-from aios_lib.runner import CommandFailed, DestructiveRefused, Runner
+from aios_lib.core.journal import Journal, read_journal
+from aios_lib.core.runner import CommandFailed, DestructiveRefused, Runner
 
 
 def test_runs_and_journals(runner, tmp_path):
@@ -111,7 +111,7 @@ def test_progress_shown_for_long_commands(tmp_path):
             seen.append(("done", rc))
 
     rn = Runner(journal=Journal(None), sink_factory=Sink, progress_after=0.5)
-    from aios_lib.progress import build_progress
+    from aios_lib.core.progress import build_progress
 
     rn.work(["sh", "-c", "echo '[1/4] a'; sleep 1.3; echo '[2/4] b'; sleep 1.3"], progress=build_progress)
     assert ("done", 0) in seen
@@ -119,7 +119,7 @@ def test_progress_shown_for_long_commands(tmp_path):
 
 
 def test_build_progress_parser():
-    from aios_lib.progress import build_progress
+    from aios_lib.core.progress import build_progress
 
     assert build_progress("[ 45%] Building CXX object") == 0.45
     assert build_progress("[12/48] Building C object") == 0.25

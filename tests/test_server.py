@@ -3,8 +3,8 @@ import time
 
 import pytest
 
-from aios_lib.journal import Journal, read_journal
-from aios_lib.runner import CommandFailed, Runner
+from aios_lib.core.journal import Journal, read_journal
+from aios_lib.core.runner import CommandFailed, Runner
 
 
 def test_spawn_runs_in_background_and_stop_is_journaled(runner, tmp_path):
@@ -53,7 +53,7 @@ def test_spawn_missing_program_fails_clearly(runner):
 
 # ---- llama-server -------------------------------------------------------------------------
 def test_parse_sse_and_metrics():
-    from aios_lib import server
+    from aios_lib.measure import server
 
     assert server.parse_sse_line('data: {"content": " Paris", "stop": false}') == {"content": " Paris", "stop": False}
     assert server.parse_sse_line("data: [DONE]") is None and server.parse_sse_line(": ping") is None
@@ -66,7 +66,7 @@ def test_parse_sse_and_metrics():
 
 
 def test_server_plan_mode_starts_nothing(tmp_path):
-    from aios_lib import server
+    from aios_lib.measure import server
     from aios_lib.context import open_run
     from aios_lib.params import parse_params
 
@@ -81,7 +81,7 @@ def test_server_plan_mode_starts_nothing(tmp_path):
 def test_real_llama_server_streams_tokens_with_latency_percentiles(llama_build, smollm2, make_run):
     import requests
 
-    from aios_lib import server
+    from aios_lib.measure import server
 
     run = make_run(phase="05")
     with server.LlamaServer(run, llama_build.binary("llama-server"), smollm2.path, threads=1) as srv:
@@ -108,7 +108,7 @@ def test_real_llama_server_streams_tokens_with_latency_percentiles(llama_build, 
 
 @pytest.mark.slow
 def test_latency_helper_real(llama_build, smollm2, make_run):
-    from aios_lib import server
+    from aios_lib.measure import server
 
     run = make_run(phase="05")
     lat = server.latency(run, llama_build.binary("llama-server"), smollm2.path, threads=1, n_predict=16,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import service
-from aios_lib.service import ServiceError
+from aios_lib.service import model_gate, unit_checks, units as service
+from aios_lib.service.units import ServiceError
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "service"
 
@@ -19,8 +19,8 @@ def test_blueprint_trailing_comment_is_rejected_by_systemd(make_run, tmp_path):
     verify reports the value invalid and ignores it (exit status 0!): the limit silently vanishes."""
     run = _run(make_run)
     unit = service.Unit("ollama.service", (FIX / "blueprint-ollama.service").read_text(), "/usr/bin/ollama")
-    root = service.staging_root(run, [unit], {"/usr/bin/ollama": None}, where=tmp_path / "root")
-    v = service.verify(run, "ollama.service", root)
+    root = unit_checks.staging_root(run, [unit], {"/usr/bin/ollama": None}, where=tmp_path / "root")
+    v = unit_checks.verify(run, "ollama.service", root)
     assert not v.ok
     assert any("Invalid memory limit '28G  # Leave 4GB for OS'" in p for p in v.problems), v.problems
     # OOMScoreAdjust=-500 # Don't kill this: also not a number
@@ -73,9 +73,9 @@ def test_memory_high_from_params_survey_and_refusal(make_run):
 
 def test_parse_security_fixture():
     for name in ("security-llama-server.txt", "security-llama-server.C.txt"):
-        s = service.parse_security((FIX / name).read_text())
+        s = unit_checks.parse_security((FIX / name).read_text())
         assert s.unit == "llama-server.service"
-        assert s.exposure is not None and s.level in service.LEVEL_RANK
+        assert s.exposure is not None and s.level in unit_checks.LEVEL_RANK
         assert len(s.rows) > 60 and any(not r["set"] for r in s.rows)
 
 
@@ -84,7 +84,7 @@ def test_generated_units_pass_verify_and_score_ok(make_run, llama_build):
     """The real llama-server launcher in a staging tree: verify passes, exposure OK or better."""
     run = _run(make_run, {"threads": 2, "cpus": [0, 1], "mlock": True})
     units = [service.llama_unit(run, "m.gguf"), service.ollama_unit(run)]
-    df = service.check_units(run, units, {units[0].exec_path: llama_build.binary("llama-server"),
+    df = unit_checks.check_units(run, units, {units[0].exec_path: llama_build.binary("llama-server"),
                                           units[1].exec_path: None})
     print(df.to_string())
     assert df.attrs["checks"][0].unknown_args == []  # every ExecStart option is in llama-server --help
@@ -96,17 +96,17 @@ def test_generated_units_pass_verify_and_score_ok(make_run, llama_build):
 
 
 def test_model_gate(smollm2, tmp_path):
-    g = service.gate_model(smollm2.path, smollm2.sha256)
+    g = model_gate.gate_model(smollm2.path, smollm2.sha256)
     assert g.accepted and g.structure_ok and "llama" in g.detail
-    with pytest.raises(service.ModelRefused, match="sha256 mismatch"):
-        service.gate_model(smollm2.path, "0" * 64)
+    with pytest.raises(model_gate.ModelRefused, match="sha256 mismatch"):
+        model_gate.gate_model(smollm2.path, "0" * 64)
     # a truncated file pinned by its own hash: the hash matches, the structure does not
     bad = tmp_path / "truncated.gguf"
     with open(smollm2.path, "rb") as f:
         bad.write_bytes(f.read(4 * 2**20))
-    from aios_lib.model import sha256_file
+    from aios_lib.runtime.model import sha256_file
 
-    g = service.gate_model(bad, sha256_file(bad), raise_on_refusal=False)
+    g = model_gate.gate_model(bad, sha256_file(bad), raise_on_refusal=False)
     assert not g.accepted and not g.structure_ok and "malformed" in g.detail
 
 
@@ -116,6 +116,6 @@ def test_unknown_server_option_is_caught(make_run, llama_build):
     service exit at once and restart forever. The check asks the real binary's --help."""
     run = _run(make_run, {"threads": 2, "cpus": [0, 1], "extra_args": ["--mlock"]})
     u = service.llama_unit(run, "m.gguf")
-    assert service.check_arguments(run, u, llama_build.binary("llama-server")) == ["--mlock"]
-    flags = service.parse_help_flags("-t,    --threads N     threads\n-lm,   --load-mode MODE  x\n        - auto: mmap\n")
+    assert unit_checks.check_arguments(run, u, llama_build.binary("llama-server")) == ["--mlock"]
+    flags = unit_checks.parse_help_flags("-t,    --threads N     threads\n-lm,   --load-mode MODE  x\n        - auto: mmap\n")
     assert {"-t", "--threads", "-lm", "--load-mode"} <= flags and "-" not in flags

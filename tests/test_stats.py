@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from aios_lib import stats
+from aios_lib.measure import stats
 
 A = [101.2, 98.7, 103.4, 99.9, 100.8, 97.5, 102.2]
 B = [112.0, 109.1, 115.3, 111.7, 108.8, 113.9]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import package
+from aios_lib.service import boot_check, distributable, image
 from aios_lib.context import open_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.timeout(5400)
 def test_synapse_image_boots_into_a_serving_model(tmp_path):
     run = open_run(str(ROOT / "parameters/synapse-os.yaml"), run_dir=tmp_path / "run", plan=False, phase="06")
-    img = package.build_image(run)
+    img = image.build_image(run)
     assert img.path.exists(), img.steps
-    m = package._read_manifest(img.path)
+    m = image._read_manifest(img.path)
     assert m.get("complete") and m.get("key") == img.key
     if img.checks is not None:  # freshly built: verify/security ran inside the image tree
         for c in img.checks.attrs["checks"]:
@@ -26,7 +26,7 @@ def test_synapse_image_boots_into_a_serving_model(tmp_path):
             assert c.security.ok_or_better, (c.security.exposure, c.security.level)
         assert img.initrd_volatile, "the initrd lacks systemd-volatile-root: systemd.volatile=overlay would be ignored"
 
-    checked = package.verify_image(run, img)
+    checked = boot_check.verify_image(run, img)
     first, double = checked.first, checked.double
     print(first.table().to_string())
     print(double.table().to_string())
@@ -34,7 +34,7 @@ def test_synapse_image_boots_into_a_serving_model(tmp_path):
     assert not bad, bad
     assert first.ok
     assert first.report["syn_active"] == "active"
-    assert first.report["syn_sched_policy"] == package.SCHED_BATCH
+    assert first.report["syn_sched_policy"] == boot_check.SCHED_BATCH
     # idle CPU is measured and shown; the blueprint's < 0.1 % is a goal, reported (not asserted:
     # under TCG emulation the guest's own timer work alone is ~0.2 %)
     assert first.idle is not None and first.idle.ticks > 0 and first.idle_top
@@ -42,7 +42,7 @@ def test_synapse_image_boots_into_a_serving_model(tmp_path):
     # read-only root: the file written to / in boot 1 is gone in boot 2, the one in /var/ai-data stays
     assert double.ok, double.rows
 
-    d = package.distributable(run, img)
+    d = distributable.distributable(run, img)
     assert d.sha256 == hashlib.sha256(d.path.read_bytes()).hexdigest()
     subprocess.run(["zstd", "-t", "-q", str(d.path)], check=True)
     assert "dd of=" in d.note.read_text() and d.sha256 in d.note.read_text()

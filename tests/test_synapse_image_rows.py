@@ -1,10 +1,11 @@
 """The Synapse OS boot check's rows, from the serial logs of two real QEMU boots of the image
-(captured from `package.verify_image`; the slow test produces them afresh)."""
+(captured from `boot_check.verify_image`; the slow test produces them afresh)."""
 from pathlib import Path
 
 import pytest
 
-from aios_lib import hardening, package, readonly, vm
+from aios_lib.service import boot_check, hardening, image, readonly
+from aios_lib.system import vm
 from aios_lib.context import open_run
 from aios_lib.params import load_params
 
@@ -24,7 +25,7 @@ def _report(name):
 
 def test_rows_from_a_real_boot(run):
     report = _report("guest-boot1-serial.log")
-    rows = package.synapse_rows(run, report, MANIFEST)
+    rows = boot_check.synapse_rows(run, report, MANIFEST)
     asked = [r for r in rows if r.get("kind") != "goal"]
     assert asked and all(r["ok"] for r in asked), [r for r in asked if not r["ok"]]
     by = {r["check"]: r for r in rows}
@@ -32,7 +33,7 @@ def test_rows_from_a_real_boot(run):
     assert by["cgroup memory.high"]["in effect"] == str(2 * 2**30)
     assert "Paris" in by["completion from the bundled model (loopback)"]["in effect"]
     # the idle figure is computed from the two /proc/stat samples the guest printed
-    idle = package.idle_from(run, report)
+    idle = boot_check.idle_from(run, report)
     a = hardening.parse_proc_stat(report["syn_stat_before"])
     b = hardening.parse_proc_stat(report["syn_stat_after"])
     assert idle.ticks == b.total - a.total == 6014 and idle.busy_ticks == 14
@@ -44,7 +45,7 @@ def test_rows_from_a_real_boot(run):
 def test_rows_catch_a_wrong_setting(run):
     report = dict(_report("guest-boot1-serial.log"), syn_sched_policy="0", syn_nice="0",
                   syn_memory_high="max", syn_listening="0.0.0.0:22,127.0.0.1:8080")
-    bad = {r["check"] for r in package.synapse_rows(run, report, MANIFEST) if not r["ok"]}
+    bad = {r["check"] for r in boot_check.synapse_rows(run, report, MANIFEST) if not r["ok"]}
     assert {"scheduling policy", "nice", "cgroup memory.high", "listening sockets", "ssh (local-only)"} <= bad
 
 
@@ -61,19 +62,19 @@ def test_image_build_refuses_mitigations_off_before_anything(tmp_path):
     """mitigations=off without machine.trusted_offline stops the image build before any command."""
     import yaml
 
-    from aios_lib.cmdline import CmdlineError
+    from aios_lib.system.cmdline import CmdlineError
     from aios_lib.params import parse_params
 
     data = yaml.safe_load((ROOT / "parameters/synapse-os.yaml").read_text())
     data["system"]["kernel_cmdline"] = data["system"]["kernel_cmdline"] + ["mitigations=off"]
     run = open_run(parse_params(data, "<test>"), run_dir=tmp_path / "run", plan=True, phase="06")
     with pytest.raises(CmdlineError, match="trusted_offline"):
-        package.build_image(run)
+        image.build_image(run)
     assert not [c for c in run.runner.history if c.kind in ("change", "destructive", "work")]
     # with the machine declared trusted and offline it goes ahead (planned), the warning recorded
     data["machine"]["trusted_offline"] = True
     run2 = open_run(parse_params(data, "<test>"), run_dir=tmp_path / "run2", plan=True, phase="06")
-    img = package.build_image(run2)
+    img = image.build_image(run2)
     assert img.planned and "mitigations=off" in img.cmdline.tokens
     assert any("mitigations" in w for w in run2.recorded("06", "cmdline")["warnings"])
 

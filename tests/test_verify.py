@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from aios_lib import stats, verify
+from aios_lib.measure import stats
+from aios_lib.runtime import verify
 from aios_lib.facts.survey import FACTS, load_fixture
 
 from conftest import FIXTURES
@@ -179,7 +180,7 @@ def test_plan_mode_lists_the_verification_and_runs_nothing(make_run, tmp_path, m
 def test_isa_layers_say_why_an_extension_is_off(fixtures):
     """The AMX machine's survey with the record of a native build that died in AMX and a build
     without AMX in use: AMX is advertised and enabled, gcc enables it, the build used lacks it."""
-    from aios_lib import research
+    from aios_lib.facts import research
     from aios_lib.facts.survey import parse_outputs
 
     s = parse_outputs({n: load_fixture(fixtures / "facts" / "dev-vm-xeon-amx", f) for n, f in FACTS.items()})

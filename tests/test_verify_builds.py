@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from aios_lib import llama, verify
+from aios_lib.runtime import llama, verify
 from aios_lib.facts import FACTS, gather
 
 from conftest import FIXTURES

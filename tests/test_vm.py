@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib import vm
+from aios_lib.system import vm
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "image"
 
@@ -33,7 +33,7 @@ def test_guest_report_has_its_own_serial_port_after_the_console():
 
 
 def test_guest_check_writes_to_ttyS1_and_the_unit_does_not_hold_the_console():
-    from aios_lib import sysconfig
+    from aios_lib.system import sysconfig
 
     script = sysconfig.GUEST_CHECK.read_text()
     assert "port=ttyS1;" in script and "stty -F /dev/ttyS1" in script
@@ -115,8 +115,8 @@ def test_missing_report_fails_every_row():
 
 
 def test_boot_in_plan_mode_is_planned(tmp_path):
-    from aios_lib.journal import Journal
-    from aios_lib.runner import Runner
+    from aios_lib.core.journal import Journal
+    from aios_lib.core.runner import Runner
 
     rn = Runner(journal=Journal(tmp_path / "j.jsonl"), plan=True)
     res = vm.boot(rn, tmp_path / "none.img", workdir=tmp_path, expect=expectation())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, MutableMapping
 
-from ..runner import Runner
+from ..core.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..runner import Runner
+from ..core.runner import Runner
 from . import cpu, disks, firmware, gpu, kernel, memory, numa, virt, xstate
 from .base import Fact, gather_outputs
 

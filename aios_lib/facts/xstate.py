@@ -6,7 +6,7 @@
    instructions that use it do not fault; for AMX also the per-process permission
    ``arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)`` and a tile multiply that must give the right
    sums (this fact);
-3. *usable by a build*: a smoke run of the built binary (:mod:`aios_lib.verify`).
+3. *usable by a build*: a smoke run of the built binary (:mod:`aios_lib.runtime.verify`).
 
 The command is a small C program (``aios_lib/data/xstate.c``) compiled into the cache by the
 fact's first command; without a C compiler the fact reports the state as unknown.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping
 
-from ..paths import PACKAGE_DIR, cache_path
+from ..core.paths import PACKAGE_DIR, cache_path
 from .base import Fact
 
 SOURCE = PACKAGE_DIR / "data" / "xstate.c"

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from prometheus_client.parser import text_string_to_metric_families

@@ -508,8 +508,8 @@ class Collector:
         self._gpu_t = now
         runner = self.runner
         if runner is None:
-            from ..journal import Journal
-            from ..runner import Runner
+            from ..core.journal import Journal
+            from ..core.runner import Runner
 
             runner = self.runner = Runner(journal=Journal(None), phase="panel")
         r = runner.probe(NVIDIA_QUERY, check=False, quiet=True, timeout=5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -120,7 +120,7 @@ def parse_params(data: Any, file: str = "<parameters>") -> Params:
 
 
 def load_params(path: str | Path) -> Params:
-    from ..paths import resolve_in_project
+    from ..core.paths import resolve_in_project
 
     path = resolve_in_project(path)
     shown = str(path)

@@ -31,7 +31,7 @@ class LlamaSource(Section):
 
 
 class Verify(Section):
-    """How a build is verified before anything uses it (aios_lib.verify)."""
+    """How a build is verified before anything uses it (aios_lib.runtime.verify)."""
 
     #: the prompt of the one llama-server completion
     prompt: str = "The capital of France is"

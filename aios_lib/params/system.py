@@ -70,7 +70,7 @@ class BaseSystem(Section):
     @field_validator("mount_options")
     @classmethod
     def _valid_for_fs(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        from ..mountopts import normalise_mount_options
+        from .mount_options import normalise_mount_options
 
         fs = info.data.get("filesystem", "xfs")
         normalise_mount_options(fs, v)  # raises on an option the filesystem does not take
@@ -79,7 +79,7 @@ class BaseSystem(Section):
     @field_validator("kernel_cmdline")
     @classmethod
     def _known_params(cls, v: list[str]) -> list[str]:
-        from ..cmdline import check_tokens
+        from ..system.cmdline import check_tokens
 
         check_tokens(v, key="")
         return v

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runner import Runner
+from ..core.runner import Runner
 
 
 @dataclass

@@ -1,7 +1,6 @@
 """sysctl values: a drop-in under /etc/sysctl.d (root) or the running kernel's values (live)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from ._conf import host_path, parse_kv, read_text
 from .base import Setting

@@ -26,7 +26,8 @@ plan = True
 # %%
 import aios_lib
 import pandas as pd
-from aios_lib import compiler, research
+from aios_lib.runtime import compiler
+from aios_lib.facts import research
 from aios_lib.facts.survey import survey
 pd.set_option("display.max_colwidth", 200)  # show flag lists and mitigation strings whole
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="01")

@@ -26,7 +26,7 @@ plan = True
 
 # %%
 import aios_lib
-from aios_lib import image
+from aios_lib.system import image
 
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="02")
 run

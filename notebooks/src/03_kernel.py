@@ -33,7 +33,7 @@ plan = True
 
 # %%
 import aios_lib
-from aios_lib import kernel, kernel_boot
+from aios_lib.kernel import boot_check, build as kernel_build, config as kernel_config, install as kernel_install, source as kernel_source, tiny_boot as kernel_boot
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="03")
 run
 
@@ -44,7 +44,7 @@ run
 # clones a stable tag instead, and `linux-tkg` (Arch) is only planned here.
 
 # %%
-src = kernel.source_tree(run)
+src = kernel_source.source_tree(run)
 src
 
 # %% [markdown]
@@ -57,7 +57,7 @@ src
 # did not stick and the caveats that only show at runtime.
 
 # %%
-cfg = kernel.configure(run, src)
+cfg = kernel_config.configure(run, src)
 cfg
 
 # %% [markdown]
@@ -72,7 +72,7 @@ print(cfg.fragment)
 # the same base. Rows that look applied in a `menuconfig` session are gone after `olddefconfig`.
 
 # %%
-literal = kernel.configure(run, src, resolve=False, label="literal")
+literal = kernel_config.configure(run, src, resolve=False, label="literal")
 literal
 
 # %% [markdown]
@@ -96,7 +96,7 @@ cfg.modules_kept if cfg.modules_kept is not None else "localmodconfig not reques
 # well under an hour on 8 cores.
 
 # %%
-built = kernel.build(run, cfg)
+built = kernel_build.build(run, cfg)
 built
 
 # %% [markdown]
@@ -132,7 +132,7 @@ kernel_boot.compare(cfg.rows, cfg.table, cfg.final_config, booted_cfg) if cfg.ro
 # none`) or with `kernel.install.enabled: false` the commands are only shown.
 
 # %%
-inst = kernel.install_into_target(run, cfg, built)
+inst = kernel_install.install_into_target(run, cfg, built)
 inst
 
 # %% [markdown]
@@ -146,7 +146,7 @@ inst
 # one by one. A row that does not match stops the phase with the serial log's path.
 
 # %%
-in_target = kernel.boot_in_target(run, cfg, built, inst)
+in_target = boot_check.boot_in_target(run, cfg, built, inst)
 if in_target is None:
     in_target = "no target (target.kind: none) or kernel.install.enabled: false; parameters/kernel-image.yaml " \
                 "installs into phase 02's image and boots it"
@@ -158,12 +158,12 @@ in_target
 
 # %%
 if getattr(in_target, "report", None):
-    in_target_table = kernel_boot.compare(cfg.rows, cfg.table, cfg.final_config, kernel.booted_config(in_target.report))
+    in_target_table = kernel_boot.compare(cfg.rows, cfg.table, cfg.final_config, boot_check.booted_config(in_target.report))
 else:
     in_target_table = "not booted in a target (planned, or no target)"
 in_target_table
 
 # %%
-kernel.record(run, cfg, built, booted if isinstance(booted, kernel_boot.BootResult) else None, inst,
+boot_check.record(run, cfg, built, booted if isinstance(booted, kernel_boot.BootResult) else None, inst,
               None if isinstance(in_target, str) else in_target)
 run.plan_summary()

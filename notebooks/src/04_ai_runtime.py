@@ -27,7 +27,8 @@ plan = True
 
 # %%
 import aios_lib
-from aios_lib import compiler, llama, model, research, verify
+from aios_lib.runtime import compiler, llama, model, verify
+from aios_lib.facts import research
 from aios_lib.facts import FACTS, gather
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="04")
 run

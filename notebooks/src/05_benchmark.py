@@ -28,7 +28,8 @@ plan = True
 
 # %%
 import aios_lib
-from aios_lib import bench, report, roofline, server
+from aios_lib.benchmark import experiments, inputs, report, roofline
+from aios_lib.measure import llama_bench, server
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="05")
 run
 
@@ -39,12 +40,12 @@ run
 # quantisations, taken from this run's record (or from phase 4's cache when 05 runs alone).
 
 # %%
-inp = bench.inputs(run)
+inp = inputs.inputs(run)
 run.record("inputs", {k: v for k, v in inp.__dict__.items() if k not in ("help", "help_text")})
 inp
 
 # %%
-sz = bench.sizes(run, inp)
+sz = inputs.sizes(run, inp)
 sz
 
 # %% [markdown]
@@ -56,7 +57,7 @@ sz
 # waits on) is chosen. The curve shows the mean with its 95% confidence interval.
 
 # %%
-sweep = bench.thread_sweep(run, inp, sz)
+sweep = experiments.thread_sweep(run, inp, sz)
 run.record("thread_sweep", sweep.to_dict())
 sweep
 
@@ -70,13 +71,13 @@ report.sweep_plot(sweep)
 # interleaved; the runbook's configuration takes `-fa` only when the difference is significant.
 
 # %%
-t_best = sweep.extra.get("best") or bench.default_threads(inp.help or {"defaults": {}}) or inp.nproc
-fa = bench.flash_attn_ab(run, inp, t_best, sz)
+t_best = sweep.extra.get("best") or llama_bench.default_threads(inp.help or {"defaults": {}}) or inp.nproc
+fa = experiments.flash_attn_ab(run, inp, t_best, sz)
 run.record("flash_attn", fa.to_dict())
 fa
 
 # %%
-chosen = bench.choose(sweep, fa, inp.nproc, bench.default_threads(inp.help) if inp.help else None)
+chosen = experiments.choose(sweep, fa, inp.nproc, llama_bench.default_threads(inp.help) if inp.help else None)
 run.record("chosen", chosen)
 chosen
 
@@ -90,7 +91,7 @@ chosen
 # the noise floor: their ratio should include 1.
 
 # %%
-three = bench.three_way(run, inp, chosen, sz)
+three = experiments.three_way(run, inp, chosen, sz)
 run.record("three_way", three.to_dict())
 three
 
@@ -107,7 +108,7 @@ report.timeline_plot(three)
 # threads and tests, interleaved: phase 4's native build against its generic x86-64 (SSE2) build.
 
 # %%
-ng = bench.native_vs_generic(run, inp, chosen["threads"], sz)
+ng = experiments.native_vs_generic(run, inp, chosen["threads"], sz)
 run.record("native_vs_generic", ng.to_dict() if ng else None)
 ng if ng else "no generic build (runtime.llama.compare_generic is false)"
 
@@ -124,7 +125,7 @@ report.bars_plot(ng)
 # tests (its prompt processing is ~10x slower than SmolLM2's).
 
 # %%
-qs = bench.quant_ab(run, inp, chosen["threads"], sz, synthetic=True)
+qs = experiments.quant_ab(run, inp, chosen["threads"], sz, synthetic=True)
 run.record("quant_synthetic", qs.to_dict() if qs else None)
 qs if qs else "no SYNTHETIC Q4_K_M/Q5_K_M models (runtime.synthetic.enabled is false or phase 4 made none)"
 

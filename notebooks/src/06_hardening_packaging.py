@@ -29,7 +29,8 @@ plan = True
 # %%
 import aios_lib
 from IPython.display import display
-from aios_lib import hardening, model, package, service
+from aios_lib.service import boot_check, distributable, hardening, image, model_gate, unit_checks, units
+from aios_lib.runtime import model
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="06")
 run
 
@@ -46,8 +47,8 @@ run
 # page cache of an mmap'ed model first), so the OS keeps its reserve instead of swapping.
 
 # %%
-place = service.placement(run)
-budget = service.memory_high(run)
+place = units.placement(run)
+budget = units.memory_high(run)
 run.record("placement", place.__dict__)
 run.record("memory", budget.__dict__)
 display(place)
@@ -63,7 +64,7 @@ budget
 # exiting 0, which is why the check below counts any warning as a failure):
 
 # %%
-service.blueprint_example(run)
+unit_checks.blueprint_example(run)
 
 # %% [markdown]
 # The generated unit keeps the blueprint's intent (dedicated user, `CPUSchedulingPolicy=batch`,
@@ -76,7 +77,7 @@ service.blueprint_example(run)
 # model's pinned sha256 at every start.
 
 # %%
-unit = service.llama_unit(run, service.model_file_name(run), budget, place)
+unit = units.llama_unit(run, units.model_file_name(run), budget, place)
 unit
 
 # %% [markdown]
@@ -88,9 +89,9 @@ unit
 # The blueprint's `ollama.service` is generated too, as an optional alternative, sandboxed the same way.
 
 # %%
-build = package.llama_for_image(run)
-ollama = service.ollama_unit(run, budget, place)
-checks = service.check_units(run, [unit, ollama],
+build = image.llama_for_image(run)
+ollama = units.ollama_unit(run, budget, place)
+checks = unit_checks.check_units(run, [unit, ollama],
                              {unit.exec_path: build.binary("llama-server"), ollama.exec_path: None})
 checks
 
@@ -121,7 +122,7 @@ checks.attrs["checks"][0].security
 
 # %%
 info = model.provision(run)
-service.gate_provisioned(run, info)
+model_gate.gate_provisioned(run, info)
 
 # %% [markdown]
 # ## 4. Hardening
@@ -166,7 +167,7 @@ hardening.mask_list(run)
 # writable entry stays for maintenance. The image is cached by its inputs.
 
 # %%
-img = package.build_image(run)
+img = image.build_image(run)
 img
 
 # %%
@@ -185,7 +186,7 @@ img.checks if img.checks is not None else "no image: nothing to check inside it"
 # only the second marker. Every row compares the parameters with what the guest reports.
 
 # %%
-checked = package.verify_image(run, img)
+checked = boot_check.verify_image(run, img)
 checked
 
 # %% [markdown]
@@ -212,7 +213,7 @@ else:
 # whole installer: there is nothing to configure on the target.
 
 # %%
-package.distributable(run, img)
+distributable.distributable(run, img)
 
 # %%
 run.plan_summary()

@@ -26,7 +26,7 @@ compare_with = None
 
 # %%
 import aios_lib
-from aios_lib import compare, report
+from aios_lib.benchmark import compare, report
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="07")
 this = compare.load_run(run.dir) if (run.dir / "results.json").exists() else None
 other = compare.load_run(compare_with) if compare_with else None

@@ -1,0 +1,195 @@
+"""Phase 6: hardening and minimalisation (blueprint 5.1-5.3, Phase 6's "disable SSH").
+
+* :func:`security_cmdline`: the boot entry's security words (``audit=0``, ``nowatchdog``,
+  ``nmi_watchdog=0``) and ``mitigations=off`` only behind ``machine.trusted_offline`` (through
+  :func:`aios_lib.system.cmdline.build_cmdline`, which refuses it otherwise); the warning goes into the record.
+* :func:`journald_setting`: journald limits as a drop-in (``Storage=volatile``, ``SystemMaxUse``,
+  ``RuntimeMaxUse`` from ``system.journald``).
+* :func:`mask_list` / :func:`mask_units`: what to mask in a target root: the blueprint's names,
+  Debian's periodic jobs, and ssh when the parameters say local-only.
+* :func:`parse_proc_stat` / :func:`idle_cpu`: the idle-CPU figure from two ``/proc/stat`` samples
+  taken in the booted image over a fixed window.
+* :func:`parse_running`: ``systemctl list-units --state=running`` as a list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..system import cmdline as cmdline_mod
+from ..settings.base import FileSetting
+
+#: what the blueprint's 5.2 asks for, spelled as the kernel knows it
+SECURITY_WORDS = ["audit=0", "nowatchdog", "nmi_watchdog=0"]
+SSH_UNITS = ["ssh.service", "sshd.service", "ssh.socket"]
+
+
+# ---- kernel command line --------------------------------------------------------------------
+@dataclass
+class SecurityCmdline:
+    tokens: list[str]
+    added: list[str]
+    warnings: list[str]
+    mitigations_off: bool
+
+    def __str__(self) -> str:
+        return " ".join(self.tokens)
+
+    def _repr_markdown_(self) -> str:
+        w = "".join(f"\n\n> **WARNING**: {x}" for x in self.warnings)
+        return f"```\n{self}\n```\nadded for 5.2: {', '.join(self.added) or 'nothing (already there)'}{w}"
+
+
+def security_cmdline(run, root_ref: str = "PARTUUID=<root>", read_only: bool = False) -> SecurityCmdline:
+    """The command line with 5.2's words. Raises :class:`aios_lib.system.cmdline.CmdlineError` when
+    ``mitigations=off`` is asked for without ``machine.trusted_offline: true``."""
+    p = run.params
+    words = list(p.system.kernel_cmdline)
+    added = [w for w in SECURITY_WORDS if w not in words]
+    params = p.model_copy(deep=True)
+    params.system.kernel_cmdline = words + added
+    line = cmdline_mod.build_cmdline(params, root_ref=root_ref, rw=not read_only)
+    tokens = list(line.tokens)
+    if read_only:
+        tokens = ["ro" if t == "rw" else t for t in tokens]
+        if "systemd.volatile=overlay" not in tokens:
+            tokens.append("systemd.volatile=overlay")
+    off = "mitigations=off" in tokens
+    result = SecurityCmdline(tokens, added, list(line.warnings), off)
+    run.record("cmdline", {"tokens": tokens, "added": added, "warnings": result.warnings,
+                           "mitigations_off": off, "trusted_offline": p.machine.trusted_offline})
+    return result
+
+
+# ---- journald ---------------------------------------------------------------------------------
+JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/60-synapse-limits.conf"
+
+
+def journald_text(run) -> str:
+    body = "".join(f"{k}={v}\n" for k, v in run.params.system.journald.items())
+    return "[Journal]\n" + body
+
+
+def journald_setting(run) -> FileSetting:
+    return FileSetting(JOURNALD_DROPIN, journald_text(run), name="journald limits (5.3)",
+                       note="volatile journal, capped; nothing written to the read-only root")
+
+
+def parse_journald_config(text: str) -> dict[str, str]:
+    """``systemd-analyze cat-config systemd/journald.conf`` (or a drop-in): the last value of each
+    key wins, as in systemd."""
+    out: dict[str, str] = {}
+    section = None
+    for ln in (text or "").splitlines():
+        ln = ln.strip()
+        if not ln or ln[0] in "#;":
+            continue
+        if ln.startswith("[") and ln.endswith("]"):
+            section = ln[1:-1]
+            continue
+        if section == "Journal" and "=" in ln:
+            k, v = ln.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+# ---- service reduction -------------------------------------------------------------------------
+def mask_list(run) -> list[str]:
+    """Units to mask: the base system's list, the service section's, and ssh when local-only."""
+    p = run.params
+    units = list(dict.fromkeys([*p.system.mask_units, *p.service.mask_units]))
+    if not p.service.ssh:
+        units += [u for u in SSH_UNITS if u not in units]
+    return units
+
+
+def mask_units(run, root: Path) -> dict:
+    """``systemctl --root=ROOT mask UNITS`` (works on a tree without systemd running) and the
+    record of what was masked and what of it is installed in the tree."""
+    units = mask_list(run)
+    r = run.runner
+    r.change(["systemctl", f"--root={root}", "mask", *units], note="service reduction (blueprint 5.1)")
+    present = []
+    for u in units:
+        for d in ("usr/lib/systemd/system", "lib/systemd/system", "etc/systemd/system"):
+            f = Path(root) / d / u
+            if f.exists() and not f.is_symlink():
+                present.append(u)
+                break
+    rec = {"masked": units, "installed_in_target": sorted(set(present)),
+           "ssh": "local-only: ssh units masked, openssh-server not installed" if not run.params.service.ssh
+           else "ssh allowed by the parameters"}
+    run.record("masked", rec)
+    return rec
+
+
+def parse_running(text: str) -> list[str]:
+    """Unit names from ``systemctl list-units --type=service --state=running --no-legend --plain``."""
+    units = []
+    for ln in (text or "").splitlines():
+        parts = ln.replace("●", " ").split()
+        if parts and "." in parts[0]:
+            units.append(parts[0])
+    return units
+
+
+# ---- idle CPU --------------------------------------------------------------------------------
+@dataclass
+class CpuSample:
+    user: int
+    nice: int
+    system: int
+    idle: int
+    iowait: int
+    irq: int
+    softirq: int
+    steal: int
+
+    @property
+    def total(self) -> int:
+        return self.user + self.nice + self.system + self.idle + self.iowait + self.irq + self.softirq + self.steal
+
+    @property
+    def idle_all(self) -> int:
+        return self.idle + self.iowait
+
+
+def parse_proc_stat(text: str) -> CpuSample:
+    """The aggregate ``cpu`` line of /proc/stat (guest and nice are already in user/nice)."""
+    for ln in (text or "").splitlines():
+        parts = ln.split()
+        if parts and parts[0] == "cpu":
+            v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
+            return CpuSample(*v[:8])
+    raise ValueError("no aggregate `cpu` line in /proc/stat text")
+
+
+@dataclass
+class IdleCpu:
+    busy_pct: float
+    window_s: float
+    ticks: int
+    busy_ticks: int
+    goal_pct: float
+    breakdown: dict = field(default_factory=dict)
+
+    @property
+    def meets_goal(self) -> bool:
+        return self.busy_pct < self.goal_pct
+
+    def _repr_markdown_(self) -> str:
+        verdict = "meets" if self.meets_goal else "misses"
+        return (f"idle CPU use: **{self.busy_pct:.3f} %** over {self.window_s:g} s "
+                f"({self.busy_ticks} busy of {self.ticks} ticks, all CPUs); {verdict} the blueprint's "
+                f"goal of < {self.goal_pct} %")
+
+
+def idle_cpu(before: str, after: str, window_s: float, goal_pct: float = 0.1) -> IdleCpu:
+    """Busy share of all CPU time between two /proc/stat samples (idle + iowait count as idle)."""
+    a, b = parse_proc_stat(before), parse_proc_stat(after)
+    total = b.total - a.total
+    if total <= 0:
+        raise ValueError("the two /proc/stat samples show no elapsed CPU time: was the second taken first?")
+    busy = total - (b.idle_all - a.idle_all)
+    breakdown = {k: getattr(b, k) - getattr(a, k) for k in ("user", "nice", "system", "irq", "softirq", "steal")}
+    return IdleCpu(round(100.0 * busy / total, 4), window_s, total, busy, goal_pct, breakdown)
