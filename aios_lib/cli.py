@@ -72,6 +72,8 @@ def _cmd_check(args) -> int:
           f"phases {', '.join(p.phases)}; target {t.kind}"
           + (f" {t.what} ({'confirmed' if t.confirmed else 'not confirmed: destructive steps will be refused'})"
              if t.what else ""))
+    for w in p.warnings:
+        print(f"warning: {p.source_file}: {w}")
     return 0
 
 

@@ -4,16 +4,20 @@ from pathlib import Path
 import pytest
 
 from aios_lib.service import hardening
-from aios_lib.system.cmdline import CmdlineError
+from aios_lib.params import ParamsError
+from aios_lib.params.kernel_cmdline import MITIGATIONS_WARNING
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "service"
 
 
-def test_mitigations_off_refused_without_trusted_offline(make_run):
-    run = make_run({"system": {"kernel_cmdline": ["mitigations=off", "nowatchdog"]}})
-    with pytest.raises(CmdlineError, match="trusted_offline"):
-        hardening.security_cmdline(run)
-    assert run.recorded("test", "cmdline") is None  # nothing recorded for a refused line
+def test_mitigations_off_refused_without_trusted_offline(make_run, tmp_path):
+    """Refused when the parameters load, before phase 6 (or any phase) has a run to record into."""
+    with pytest.raises(ParamsError) as e:
+        make_run({"system": {"kernel_cmdline": ["mitigations=off", "nowatchdog"]}})
+    assert e.value.problems == ["<test>: key `system.kernel_cmdline`: `mitigations=off` needs "
+                                "machine.trusted_offline: true (it disables CPU vulnerability mitigations); "
+                                "set it or remove mitigations=off"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_mitigations_off_with_trusted_offline_carries_the_warning(make_run):
@@ -24,16 +28,29 @@ def test_mitigations_off_with_trusted_offline_carries_the_warning(make_run):
     for w in ("audit=0", "nowatchdog", "nmi_watchdog=0", "ro", "systemd.volatile=overlay", "root=PARTUUID=abc"):
         assert w in line.tokens, w
     assert "rw" not in line.tokens
+    assert line.tokens == ["root=PARTUUID=abc", "ro", "mitigations=off", "console=ttyS0", "audit=0", "nowatchdog",
+                           "nmi_watchdog=0", "systemd.volatile=overlay"]
+    assert line.added == ["audit=0", "nowatchdog", "nmi_watchdog=0"]
     rec = run.recorded("test", "cmdline")
-    assert rec["mitigations_off"] and any("mitigations" in w for w in rec["warnings"])
+    assert rec["mitigations_off"] and rec["warnings"] == [MITIGATIONS_WARNING] and rec["tokens"] == line.tokens
 
 
 def test_blueprint_words_are_refused():
     """The blueprint's `auditing=0 logic=no` are not kernel parameters: refused when the file loads."""
-    from aios_lib.params import ParamsError, parse_params
+    from aios_lib.params import parse_params
 
-    with pytest.raises(ParamsError, match="audit=0"):
-        parse_params({"schema_version": 1, "system": {"kernel_cmdline": ["auditing=0"]}})
+    with pytest.raises(ParamsError) as e:
+        parse_params({"schema_version": 1, "system": {"kernel_cmdline": ["auditing=0"]}}, "<test>")
+    assert e.value.problems == ["<test>: key `system.kernel_cmdline`: `auditing=0` is not a kernel parameter; "
+                                "use audit=0 (got list)"]
+
+
+def test_security_cmdline_keeps_words_already_there(make_run):
+    run = make_run({"system": {"kernel_cmdline": ["audit=0", "console=ttyS0"]}})
+    line = hardening.security_cmdline(run, root_ref="PARTUUID=abc")
+    assert line.tokens == ["root=PARTUUID=abc", "rw", "audit=0", "console=ttyS0", "nowatchdog", "nmi_watchdog=0"]
+    assert line.added == ["nowatchdog", "nmi_watchdog=0"] and line.warnings == [] and not line.mitigations_off
+    assert run.params.system.kernel_cmdline == ["audit=0", "console=ttyS0"]  # the parameters are not changed
 
 
 def test_journald_dropin(make_run, tmp_path):

@@ -10,6 +10,7 @@ from aios_lib.settings.sysctl import Sysctl
 from aios_lib.settings.thp import ThpMode, parse_sysfs_mode, parse_tmpfiles_mode
 from aios_lib.settings.units import DefaultTarget, MaskedUnits, SerialAutologin
 from aios_lib.settings.zram import ZramGenerator
+from aios_lib.params import parse_params
 from aios_lib.system.sysconfig import fstab_text, parse_genfstab, root_settings, FstabPlan
 
 
@@ -63,7 +64,8 @@ def test_thp_parsers():
 
 def test_fstab_by_uuid_with_genfstab_fallback_parse():
     uuids = {"root": {"UUID": "11111111-2222-3333-4444-555555555555"}, "esp": {"UUID": "ABCD-1234"}}
-    text = fstab_text(uuids, "xfs", ["noatime", "nodiratime"])
+    system = parse_params({"schema_version": 1, "system": {"mount_options": ["noatime", "nodiratime"]}}).system
+    text = fstab_text(uuids, "xfs", system.mount_options)  # normalised when the parameters loaded
     lines = [l for l in text.splitlines() if not l.startswith("#")]
     assert lines[0].split() == ["UUID=11111111-2222-3333-4444-555555555555", "/", "xfs", "noatime", "0", "0"]
     assert lines[1].split()[:3] == ["UUID=ABCD-1234", "/efi", "vfat"] and "fmask=0077" in lines[1]

@@ -67,17 +67,20 @@ def test_loader_default_replaces_the_pattern():
     assert out.startswith("# Synapse") and "timeout 0" in out
 
 
-def test_install_cmdline_is_validated_before_anything_runs(make_run):
-    from aios_lib.system.cmdline import CmdlineError
+def test_install_cmdline_is_validated_when_the_parameters_load(make_run, tmp_path):
+    """kernel.install.cmdline is checked like system.kernel_cmdline, before any phase has a run."""
+    from aios_lib.params import ParamsError
 
-    run = make_run({"schema_version": 1, "kernel": {"enabled": True, "install": {"cmdline": ["auditing=0"]}}},
-                   plan=True)
-    src = kernel_source.KernelSource("debian-package", "6.12", "x", Path("/nowhere"))
-    cfg = kernel_config.ConfigResult(src, "tinyconfig", Path("/nowhere"), "", [], planned=True)
-    built = kernel_build.BuildResult("k", Path("/nowhere"), "all", Path("/nowhere/bz"), False, planned=True)
-    with pytest.raises(CmdlineError, match="kernel.install.cmdline.*auditing=0.*audit=0"):
-        kernel_install.install(run, cfg, built)
-    assert not run.runner.history
+    with pytest.raises(ParamsError) as e:
+        make_run({"kernel": {"enabled": True, "install": {"cmdline": ["auditing=0"]}}}, plan=True)
+    assert e.value.problems == ["<test>: key `kernel.install.cmdline`: `auditing=0` is not a kernel parameter; "
+                                "use audit=0 (got list)"]
+    with pytest.raises(ParamsError) as e:
+        make_run({"kernel": {"install": {"cmdline": ["nohz_full=1", "mitigations=off"]}}}, plan=True)
+    assert e.value.problems == ["<test>: key `kernel.install.cmdline`: `mitigations=off` needs "
+                                "machine.trusted_offline: true (it disables CPU vulnerability mitigations); "
+                                "set it or remove mitigations=off"]
+    assert not (tmp_path / "run").exists()
 
 
 def test_plan_shows_install_and_boot_in_the_image(tmp_path):

@@ -44,7 +44,20 @@ def test_bad_values_and_conflicts():
 def test_userspace_and_generic_options_pass():
     opts, _ = normalise_mount_options("xfs", ["noatime", "nofail", "x-systemd.device-timeout=10s", "inode64"])
     assert opts == ["noatime", "nofail", "x-systemd.device-timeout=10s", "inode64"]
-    assert fstab_options("xfs", []) == "defaults"
+    assert fstab_options([]) == "defaults"
+    assert fstab_options(opts) == "noatime,nofail,x-systemd.device-timeout=10s,inode64"
+
+
+def test_parameters_hold_the_normalised_options_and_their_warnings():
+    from aios_lib.params import parse_params
+
+    written = ["noatime", "nodiratime", "commit=60", "noatime"]
+    p = parse_params({"schema_version": 1, "system": {"filesystem": "ext4", "mount_options": written}})
+    assert p.system.mount_options == ["noatime", "commit=60"]
+    assert p.warnings == ["key `system.mount_options`: `noatime` is listed twice; kept once",
+                          "key `system.mount_options`: `nodiratime` is implied by `noatime`; dropped"]
+    assert p.warnings_for("system.mount_options") == ["`noatime` is listed twice; kept once",
+                                                      "`nodiratime` is implied by `noatime`; dropped"]
 
 
 def test_parameter_file_with_invalid_mount_option_is_one_clear_line(tmp_path):

@@ -99,11 +99,8 @@ def install(run, cfg: ConfigResult, built: BuildResult, root: str | None = None,
     ``root`` is the mounted target root (see :func:`install_into_target`). Without one, or with
     ``kernel.install.enabled: false``, the commands are shown and not run.
     """
-    from ..system.cmdline import check_tokens
-
     k = run.params.kernel
-    ins = k.install
-    check_tokens(list(ins.cmdline), key="kernel.install.cmdline")  # refuse before anything runs
+    ins = k.install  # ins.cmdline was checked when the parameters loaded
     root = root or (ins.root if ins.root != "auto" else None)
     release = built.release or f"<release>{k.localversion}"
     runner = run.runner

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Section
+from .types import KernelCmdline
 
 #: The blueprint's table (section 3.1), as written there; the kernel phase reports what sticks.
 #: Two rows are wrong as written (SCHED_EEVDF and SPECULATION_MITIGATIONS do not exist in
@@ -36,7 +37,8 @@ class KernelBoot(Section):
     enabled: bool = True
     memory: str = Field("1G", pattern=r"^[0-9]+[MG]$")  # THP is off by default below 512 MiB
     cpus: int = Field(2, ge=1, le=64)
-    cmdline: list[str] = ["console=ttyS0", "nohz_full=1", "panic=-1"]
+    #: the guest kernel's command line (QEMU -append), checked like system.kernel_cmdline
+    cmdline: KernelCmdline = ["console=ttyS0", "nohz_full=1", "panic=-1"]
     timeout_s: int = Field(180, ge=10)
 
 
@@ -52,8 +54,9 @@ class KernelInstall(Section):
     esp: str = "/efi"
     entry_title: str = "Synapse OS"
     #: added to the target's command line (phase 02's /etc/kernel/cmdline) in this kernel's entry,
-    #: e.g. nohz_full=<cpus>, without which NO_HZ_FULL does nothing; names already there are kept
-    cmdline: list[str] = Field(default_factory=list)
+    #: e.g. nohz_full=<cpus>, without which NO_HZ_FULL does nothing; names already there are kept.
+    #: Checked like system.kernel_cmdline (mitigations=off also needs machine.trusted_offline)
+    cmdline: KernelCmdline = Field(default_factory=list)
     #: make the new kernel's entry the default in loader.conf (the distribution's stays in the menu)
     make_default: bool = True
 

@@ -21,8 +21,9 @@ class Target(Section):
     """What the install phases write to.
 
     ``none`` touches no disk (the default). ``image`` builds a disk image file attached to a loop
-    device. ``disk`` erases a real block device. ``image`` and ``disk`` both need ``confirm`` to
-    repeat the image path or the device path exactly before any destructive step runs.
+    device. ``disk`` erases a real block device, named by ``/dev/disk/by-id/``. ``image`` and ``disk``
+    both need ``confirm`` to repeat the image path or the device path exactly before any destructive
+    step runs.
     """
 
     kind: Literal["none", "image", "disk"] = "none"
@@ -39,10 +40,11 @@ class Target(Section):
     def _needs_what_it_writes(self):
         if self.kind == "disk":
             if not self.device:
-                raise ValueError("target.kind is 'disk' but target.device is empty: name the disk, "
-                                 "preferably by /dev/disk/by-id/...")
-            if not self.device.startswith("/dev/"):
-                raise ValueError(f"target.device {self.device!r} is not under /dev/")
+                raise ValueError("target.kind is 'disk' but target.device is empty: name the disk "
+                                 "by /dev/disk/by-id/...")
+            if not self.device.startswith("/dev/disk/by-id/"):
+                raise ValueError(f"key `target.device`: {self.device!r} is not a stable name; name the disk by "
+                                 "/dev/disk/by-id/... so the confirmation cannot point at another disk after a reboot")
         if self.kind == "image" and not self.image:
             raise ValueError("target.kind is 'image' but target.image is empty: give the image file path")
         return self

@@ -6,7 +6,9 @@ root. XFS mounts refuse two of those: ``commit=`` is an ext4 (and btrfs) journal
 directory atime updates whenever it skips all atime updates), so it is dropped with a warning.
 
 :func:`normalise_mount_options` is pure: it raises :class:`MountOptionError` (one line, naming
-the option, the filesystem and the fix) or returns the options to use plus warnings.
+the option, the filesystem and the fix) or returns the options to use plus warnings. The parameter
+model calls it once, when the file loads (:data:`aios_lib.params.types.MountOptions`), and keeps the
+result in ``system.mount_options``.
 """
 from __future__ import annotations
 
@@ -127,6 +129,6 @@ def normalise_mount_options(fs: str, options: list[str]) -> tuple[list[str], lis
     return out, warnings
 
 
-def fstab_options(fs: str, options: list[str]) -> str:
-    opts, _ = normalise_mount_options(fs, options)
-    return ",".join(opts) or "defaults"
+def fstab_options(options: list[str]) -> str:
+    """The options field of an fstab line, from already normalised options."""
+    return ",".join(options) or "defaults"

@@ -4,19 +4,21 @@ Extended by the base-system phase; the defaults describe the blueprint's choices
 
 * mount options: the blueprint's ``noatime, nodiratime, discard=async, commit=60`` is not valid
   for XFS (``commit=`` is ext4/btrfs, ``discard=async`` is btrfs); ``noatime`` alone is what XFS
-  takes, and ``nodiratime`` is implied by it. Validated against ``filesystem`` when the file loads.
+  takes, and ``nodiratime`` is implied by it. Validated against ``filesystem`` and normalised when
+  the file loads: ``mount_options`` holds what goes into fstab.
 * kernel command line: the blueprint's ``auditing=0 logic=no`` are not kernel parameters;
   ``audit=0`` is. Unknown names are errors when the file loads; ``mitigations=off`` also needs
-  ``machine.trusted_offline: true`` (checked by the phase before anything runs).
+  ``machine.trusted_offline: true`` (a rule of the whole file, also checked when it loads).
 * zram: ``zram-fraction`` is deprecated; ``zram-size = ram`` is the same thing.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from .base import Section
+from .types import KernelCmdline, MountOptions
 
 #: the blueprint's section 1.2 and 5.1 units, plus Debian's periodic jobs that wake an idle box.
 #: Only those that exist in the target are masked; the record lists which.
@@ -41,9 +43,10 @@ class BaseSystem(Section):
     #: root partition size; null: the rest of the disk. A size leaves free space after the root
     #: for a later phase's partition (phase 6's persistent /var/ai-data).
     root_size_mib: int | None = Field(None, ge=1024)
-    mount_options: list[str] = ["noatime"]
+    #: normalised for ``filesystem`` (declared above: the validator reads it)
+    mount_options: MountOptions = ["noatime"]
     #: kernel parameters besides root=/rw (added by the phase)
-    kernel_cmdline: list[str] = ["console=tty0", "console=ttyS0,115200", "nowatchdog", "nmi_watchdog=0",
+    kernel_cmdline: KernelCmdline = ["console=tty0", "console=ttyS0,115200", "nowatchdog", "nmi_watchdog=0",
                                  "audit=0", "transparent_hugepage=madvise"]
     thp: Literal["always", "madvise", "never"] = "madvise"
     sysctl: dict[str, str | int] = Field(default_factory=lambda: {
@@ -66,23 +69,6 @@ class BaseSystem(Section):
     boot_timeout_s: int = Field(420, ge=30, le=3600)
     #: reuse a finished, verified image with identical inputs from ~/.cache/synapse/base-image
     use_image_cache: bool = True
-
-    @field_validator("mount_options")
-    @classmethod
-    def _valid_for_fs(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        from .mount_options import normalise_mount_options
-
-        fs = info.data.get("filesystem", "xfs")
-        normalise_mount_options(fs, v)  # raises on an option the filesystem does not take
-        return v  # kept as written; the phase normalises (nodiratime) and records the warning
-
-    @field_validator("kernel_cmdline")
-    @classmethod
-    def _known_params(cls, v: list[str]) -> list[str]:
-        from ..system.cmdline import check_tokens
-
-        check_tokens(v, key="")
-        return v
 
     @field_validator("sysctl")
     @classmethod

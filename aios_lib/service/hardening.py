@@ -1,8 +1,8 @@
 """Phase 6: hardening and minimalisation (blueprint 5.1-5.3, Phase 6's "disable SSH").
 
 * :func:`security_cmdline`: the boot entry's security words (``audit=0``, ``nowatchdog``,
-  ``nmi_watchdog=0``) and ``mitigations=off`` only behind ``machine.trusted_offline`` (through
-  :func:`aios_lib.system.cmdline.build_cmdline`, which refuses it otherwise); the warning goes into the record.
+  ``nmi_watchdog=0``) added to the parameters' line; ``mitigations=off`` there was allowed at load
+  only behind ``machine.trusted_offline``, and its warning goes into the record.
 * :func:`journald_setting`: journald limits as a drop-in (``Storage=volatile``, ``SystemMaxUse``,
   ``RuntimeMaxUse`` from ``system.journald``).
 * :func:`mask_list` / :func:`mask_units`: what to mask in a target root: the blueprint's names,
@@ -41,21 +41,20 @@ class SecurityCmdline:
 
 
 def security_cmdline(run, root_ref: str = "PARTUUID=<root>", read_only: bool = False) -> SecurityCmdline:
-    """The command line with 5.2's words. Raises :class:`aios_lib.system.cmdline.CmdlineError` when
-    ``mitigations=off`` is asked for without ``machine.trusted_offline: true``."""
+    """The command line with 5.2's words added to ``system.kernel_cmdline``.
+
+    The parameters were checked when they loaded (``mitigations=off`` only with
+    ``machine.trusted_offline: true``); their warnings about the line go into the record."""
     p = run.params
     words = list(p.system.kernel_cmdline)
     added = [w for w in SECURITY_WORDS if w not in words]
-    params = p.model_copy(deep=True)
-    params.system.kernel_cmdline = words + added
-    line = cmdline_mod.build_cmdline(params, root_ref=root_ref, rw=not read_only)
-    tokens = list(line.tokens)
+    tokens = cmdline_mod.assemble(words + added, root_ref=root_ref, rw=not read_only)
     if read_only:
         tokens = ["ro" if t == "rw" else t for t in tokens]
         if "systemd.volatile=overlay" not in tokens:
             tokens.append("systemd.volatile=overlay")
     off = "mitigations=off" in tokens
-    result = SecurityCmdline(tokens, added, list(line.warnings), off)
+    result = SecurityCmdline(tokens, added, p.warnings_for("system.kernel_cmdline"), off)
     run.record("cmdline", {"tokens": tokens, "added": added, "warnings": result.warnings,
                            "mitigations_off": off, "trusted_offline": p.machine.trusted_offline})
     return result

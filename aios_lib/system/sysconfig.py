@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .disk import Devices, read_uuids
-from ..params.mount_options import normalise_mount_options
+from ..params.mount_options import fstab_options
 from ..core.paths import PACKAGE_DIR
 from ..core.runner import Runner
 from ..settings import Setting, SettingResult, apply_settings
@@ -60,11 +60,11 @@ class FstabPlan:
 
 
 def fstab_text(uuids: dict, fs: str, mount_options: list[str]) -> str:
-    opts, _ = normalise_mount_options(fs, mount_options)
+    """``mount_options``: ``system.mount_options``, normalised for ``fs`` when the parameters loaded."""
     root_pass = "1" if fs == "ext4" else "0"  # fsck.xfs does nothing; xfs repairs at mount
     return ("# /etc/fstab: written by Synapse (base-system phase), by UUID\n"
             "# <file system>\t<dir>\t<type>\t<options>\t<dump>\t<pass>\n"
-            f"UUID={uuids['root'].get('UUID')}\t/\t{fs}\t{','.join(opts) or 'defaults'}\t0\t{root_pass}\n"
+            f"UUID={uuids['root'].get('UUID')}\t/\t{fs}\t{fstab_options(mount_options)}\t0\t{root_pass}\n"
             f"UUID={uuids['esp'].get('UUID')}\t{ESP_MOUNT}\tvfat\t{ESP_OPTIONS}\t0\t2\n")
 
 
