@@ -1,8 +1,8 @@
 # The two commands of the README:
 #   make run    survey, build and benchmark this machine with parameters/default.yaml
 #   make test   the test suite (what .ci/run calls)
-# and for developers: make notebooks  (notebooks/NN_*.ipynb from their sources notebooks/src/NN_*.py)
 # Both install what they need first (system packages when root, a virtualenv in .venv).
+# and for developers: make notebooks  (notebooks/NN_*.ipynb from their sources notebooks/src/NN_*.py)
 
 PARAMS ?= parameters/default.yaml
 VENV   ?= .venv
