@@ -2,12 +2,13 @@
 #   make run    survey, build and benchmark this machine with parameters/default.yaml
 #   make test   the test suite (what .ci/run calls)
 # Both install what they need first (system packages when root, a virtualenv in .venv).
+# and for developers: make notebooks  (notebooks/NN_*.ipynb from their sources notebooks/src/NN_*.py)
 
 PARAMS ?= parameters/default.yaml
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run plan test setup lab clean-venv
+.PHONY: run plan test setup lab notebooks clean-venv
 
 setup: $(VENV)/.installed
 
@@ -23,6 +24,21 @@ plan: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# jupytext reads the percent-format source. --update keeps the existing notebook's metadata
+# (kernelspec synapse) and each unchanged cell's id, so a rebuild rewrites only what changed.
+# A new notebook gets the kernel and no jupytext metadata (the .py has no header to pair with).
+notebooks: setup
+	@set -e; for src in notebooks/src/*.py; do \
+	  nb=notebooks/$$(basename $$src .py).ipynb; \
+	  if [ -e $$nb ]; then \
+	    $(VENV)/bin/jupytext --quiet --update --to ipynb --output $$nb $$src; \
+	  else \
+	    $(VENV)/bin/jupytext --quiet --to ipynb --set-kernel synapse \
+	      --update-metadata '{"jupytext": null, "language_info": {"name": "python"}}' --output $$nb $$src; \
+	  fi; \
+	  echo "wrote $$nb"; \
+	done
 
 lab: setup
 	$(VENV)/bin/pip install -q -e '.[lab]' && $(VENV)/bin/jupyter lab notebooks/

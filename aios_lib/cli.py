@@ -80,6 +80,10 @@ def _cmd_check(args) -> int:
 def _cmd_index(args) -> int:
     from .index import write_index
 
+    if args.render:
+        from .execute import render_records
+
+        print(f"re-rendered {len(render_records())} notebook(s) to HTML")
     print(write_index())
     return 0
 
@@ -152,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", "-q", action="store_true", help="do not echo cell output while running")
     sp = sub.add_parser("check", help="validate a parameter file")
     sp.add_argument("file")
-    sub.add_parser("index", help="rewrite outputs/index.html")
+    sp = sub.add_parser("index", help="rewrite outputs/index.html")
+    sp.add_argument("--render", action="store_true",
+                    help="first re-render every record's HTML from its executed notebook (e.g. after an nbconvert upgrade)")
     _register_panel(sub)
     _register_bench(sub)
     return ap

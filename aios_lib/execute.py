@@ -1,17 +1,19 @@
 """Run the numbered notebooks with papermill into one run folder, in order.
 
 Stops at the first failing notebook, names the failing cell, keeps the partial notebook, and
-renders every executed notebook to HTML. ``run.json`` says what ran and how it ended.
+renders every executed notebook to HTML (linking one stylesheet per outputs/ folder). ``run.json``
+says what ran and how it ended.
 """
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .params import ALL_PHASES, Params, load_params
-from .core.paths import notebooks_dir
+from .core.paths import notebooks_dir, outputs_dir
 from .core.records import new_run_id, read_json, run_dir_for, write_json
 
 
@@ -45,15 +47,50 @@ def existing_phases() -> list[str]:
     return [p for p in ALL_PHASES if notebook_for(p)]
 
 
-def _render_html(ipynb: Path) -> Path | None:
+# One stylesheet per outputs/ folder: nbconvert inlines ~270 kB of the same JupyterLab CSS into every
+# HTML it writes; each record links this file instead (a relative link, so it opens from disk too).
+STYLESHEET = "notebook.css"
+
+
+def render_html(ipynb: Path, outputs: Path | None = None) -> Path:
+    """``ipynb`` rendered to HTML beside it, its stylesheet linked from ``outputs``/notebook.css.
+
+    The stylesheet is nbconvert's own head CSS (JupyterLab theme, code highlighting), moved out of
+    the page unchanged and in order, so a record looks as nbconvert would render it.
+    """
     import nbformat
+    from bs4 import BeautifulSoup
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(ipynb, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    outputs = Path(outputs or outputs_dir())
+    page = BeautifulSoup(HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))[0], "html.parser")
+    styles = page.head.find_all("style")
+    if styles:
+        _write_if_changed(outputs / STYLESHEET, "\n".join(s.string or "" for s in styles))
+        link = page.new_tag("link", rel="stylesheet", href=os.path.relpath(outputs / STYLESHEET, ipynb.parent))
+        styles[0].replace_with(link)
+        for s in styles[1:]:
+            s.decompose()
     out = ipynb.with_suffix(".html")
-    out.write_text(body)
+    out.write_text(str(page), encoding="utf-8")
     return out
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Atomic, and untouched when equal: concurrent runs render into the same outputs/."""
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def render_records(outputs: Path | None = None) -> list[Path]:
+    """Re-render the HTML of every executed notebook under ``outputs`` (after an nbconvert upgrade)."""
+    outputs = Path(outputs or outputs_dir())
+    return [render_html(nb, outputs) for nb in sorted(outputs.glob("*/*/[0-9][0-9]_*.ipynb"))]
 
 
 def _failure_text(exc: Exception, output: Path) -> str:
@@ -99,7 +136,7 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
         html = None
         if out.exists():
             try:
-                html = str(_render_html(out))
+                html = str(render_html(out))
             except Exception as exc:  # a rendering problem must not hide the run's own outcome
                 error = (error or "") + f" (HTML rendering failed: {exc})"
         outcome.phases.append(PhaseOutcome(phase, nb.name, status, round(time.time() - t0, 1), error, html))

@@ -1,19 +1,8 @@
-"""Notebooks 05 and 07: sources agree with the .ipynb, and 05 plans its benchmark in plan mode."""
-import sys
-
+"""Notebooks 05 and 07: 05 plans its benchmark in plan mode (tests/test_notebooks.py checks their sources)."""
 import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_sources_and_ipynb_agree():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import build_notebooks
-
-    for name in ("05_benchmark", "07_compare"):
-        want = build_notebooks.render(ROOT / "notebooks" / "src" / f"{name}.py")
-        assert (ROOT / "notebooks" / f"{name}.ipynb").read_text() == want, f"rebuild {name}.ipynb"
 
 
 def test_plan_mode_lists_every_benchmark_and_runs_none(tmp_path, monkeypatch):
@@ -42,7 +31,7 @@ def test_plan_mode_lists_every_benchmark_and_runs_none(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_real_quick_benchmark_phase_and_compare(tmp_path, monkeypatch, llama_build, smollm2):
+def test_real_quick_benchmark_phase_and_compare(tmp_path, monkeypatch, llama_build, smollm2, runner):
     """Phase 05 for real on quick sizes (-p 64 -n 16 -r 2, 2 rounds; tiny SYNTHETIC model), then 07."""
     import yaml
 
@@ -71,5 +60,16 @@ def test_real_quick_benchmark_phase_and_compare(tmp_path, monkeypatch, llama_bui
     assert r["quant_synthetic"]["comparisons"] and r["native_vs_generic"]["comparisons"]
     assert r["latency"]["jitter"]["n"] > 0 and r["latency"]["jitter"]["p50"] > 0
     assert r["bandwidth"]["best"]["read_gbs"] > 0 and r["roofline"]
-    assert all(0 < p["efficiency"] < 2 for p in r["roofline"])
+    # each point is what its own numbers give, against the measured bandwidth
+    for p in r["roofline"]:
+        assert p["bandwidth_gbs"] == r["bandwidth"]["best"]["read_gbs"] and p["tg_ts"] > 0 and p["bytes_per_token"] > 0
+        assert p["efficiency"] == pytest.approx(p["tg_ts"] * p["bytes_per_token"] / 1e9 / p["bandwidth_gbs"], rel=1e-9)
+    # a model that cannot sit in the last-level cache cannot stream its weights faster than memory;
+    # smaller ones may beat DRAM bandwidth from cache, so they are not bounded
+    from aios_lib.facts.survey import survey
+
+    caches = survey(runner)["cpu"].get("caches") or {}
+    llc = max((c.get("total_bytes") or c.get("per_instance_bytes") or 0 for c in caches.values()), default=0)
+    if llc:
+        assert all(p["efficiency"] <= 1.0 for p in r["roofline"] if p["bytes_per_token"] > 2 * llc), (llc, r["roofline"])
     assert (outcome.run_dir / "05_benchmark.html").exists() and (outcome.run_dir / "07_compare.html").exists()

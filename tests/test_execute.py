@@ -1,6 +1,7 @@
 """aios run / aios plan: papermill execution into one run folder."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from aios_lib.execute import existing_phases, run_phases
+from aios_lib.execute import existing_phases, render_html, render_records, run_phases
 from aios_lib.core.journal import read_journal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,8 @@ def test_plan_every_notebook_runs_nothing_that_changes(tmp_path):
     assert [p["phase"] for p in meta["phases"]] == phases
     for p in phases:
         nb = next(d.glob(f"{p}_*.ipynb"))
-        assert nb.with_suffix(".html").exists()
+        assert '<link href="../../notebook.css" rel="stylesheet"/>' in nb.with_suffix(".html").read_text()
+    assert (tmp_path / "notebook.css").exists()
     entries = read_journal(d / "commands.jsonl")
     assert entries, "the survey's probes are journaled"
     ran = [e for e in entries if not e["planned"]]
@@ -85,3 +87,44 @@ def test_cli_reports_failure_with_exit_1(tmp_path):
 def test_unknown_phase_is_exit_2():
     r = _aios("plan", "09")
     assert r.returncode == 2 and "unknown phase" in r.stderr
+
+
+def _without_stylesheets(html: str) -> tuple[str, str]:
+    """(page without its head's <style> elements and stylesheet <link>s, their CSS joined in order)."""
+    head, body = html.split("</head>", 1)
+    css = "\n".join(re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.S))
+    head = re.sub(r"<style[^>]*>.*?</style>|<link [^>]*rel=\"stylesheet\"[^>]*>", "", head, flags=re.S)
+    head = re.sub(r"\n\s*\n", "\n", head)  # the blank lines they leave
+    return head + "</head>" + body, css
+
+
+def test_html_links_one_stylesheet_per_outputs_folder_and_renders_like_nbconvert(tmp_path):
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["language_info"] = {"name": "python"}
+    cell = nbformat.v4.new_code_cell("import pandas as pd\npd.DataFrame({'a': [1]})", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("execute_result", {"text/html": "<table><tr><td>1</td></tr></table>",
+                                                              "text/plain": "a 1"}, execution_count=1)]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Phase\n\nWhy."), cell]
+    outputs = tmp_path / "outputs"
+    for run in ("m/run-a", "m/run-b"):
+        (outputs / run).mkdir(parents=True)
+        nbformat.write(nb, outputs / run / "01_x.ipynb")
+
+    html = render_html(outputs / "m/run-a/01_x.ipynb", outputs)
+    assert html == outputs / "m/run-a/01_x.html"
+    stylesheet = outputs / "notebook.css"
+    stock_page, stock_css = _without_stylesheets(HTMLExporter().from_notebook_node(nb)[0])
+    assert len(stock_css) > 100_000  # what nbconvert inlines into every page
+    assert stylesheet.read_text() == stock_css
+    text = html.read_text()
+    assert "<style" not in text.split("</head>")[0]
+    assert text.count('rel="stylesheet"') == 1 and '<link href="../../notebook.css" rel="stylesheet"/>' in text
+    page, css = _without_stylesheets(text)
+    assert page == stock_page and css == ""  # only the CSS moved
+
+    before = stylesheet.stat().st_mtime_ns
+    assert render_records(outputs) == [outputs / "m/run-a/01_x.html", outputs / "m/run-b/01_x.html"]
+    assert stylesheet.stat().st_mtime_ns == before  # written once, not per page
+    assert (outputs / "m/run-b/01_x.html").read_text() == text

@@ -234,15 +234,6 @@ def test_notebook_02_plans_top_to_bottom_with_the_default_parameters(tmp_path, m
     assert (outcome.run_dir / "02_base_system.html").exists()
 
 
-def test_notebook_source_and_ipynb_agree():
-    import nbformat
-
-    src = (ROOT / "notebooks/src/02_base_system.py").read_text()
-    nb = nbformat.read(ROOT / "notebooks/02_base_system.ipynb", as_version=4)
-    for cell in nb.cells:
-        assert cell.source.strip().splitlines()[0] in src
-
-
 def _debian_params(tmp_path):
     base = load_params(ROOT / "parameters/image-debian.yaml")
     data = base.model_dump(mode="json", exclude={"source_file"})

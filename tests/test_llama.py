@@ -1,5 +1,6 @@
 """Phase 4 llama.cpp: sources, the real native and generic builds (cached), plan mode."""
 import json
+import re
 import time
 
 import pytest
@@ -94,7 +95,7 @@ def test_a_patch_goes_into_the_key_and_is_applied_to_the_build_tree_only(make_ru
 
 
 @pytest.mark.slow
-def test_native_build_is_real(llama_native):
+def test_native_build_is_real(llama_native, make_run):
     b = llama_native
     for t in ("llama-bench", "llama-server", "llama-quantize"):
         assert b.binary(t).exists()
@@ -104,7 +105,10 @@ def test_native_build_is_real(llama_native):
     assert "AVX2" in b.features and "FMA" in b.features  # what the binary itself reports
     assert b.version.startswith("version:")
     assert b.source["sha256_verified"] == b.source["sha256"]
-    assert "12." in b.compiler or "gcc" in b.compiler.lower() or "c++" in b.compiler
+    # the recorded compiler is this machine's, named with its version, and it is the one in the key
+    assert b.compiler == llama.compiler_version(make_run(plan=True))
+    assert re.match(r"^(c\+\+|g\+\+|gcc|clang)[\s(].*\d+\.\d+", b.compiler), b.compiler
+    assert b.key == llama.build_key(b.source, b.cmake_options, b.compiler, b.targets, [p["sha256"] for p in b.patches])
     assert b.cached or b.seconds > 30
     assert b.built_seconds > 30  # how long the build took is kept in the cache record
 
@@ -132,7 +136,7 @@ def test_generic_build_has_no_avx2(make_run, llama_native):
     run = make_run()
     g = llama.build_generic(run)
     assert g.binary("llama-bench").exists() and g.key != llama_native.key
-    assert g.native_in_effect is False if g.native_in_effect is not None else True
+    assert g.native_in_effect is False  # CMakeCache.txt's GGML_NATIVE, recorded by every real build
     assert "AVX2" not in g.features and "FMA" not in g.features and "AVX512" not in g.features
     meta = json.loads((g.bin_dir.parent / ".complete.json").read_text())  # written last: the entry is whole
     assert meta["cmake_options"]["GGML_AVX2"] == "OFF"

@@ -23,6 +23,13 @@ def vm():
     return survey_of("dev-vm-xeon-kvm")
 
 
+def _shown(cell, value) -> bool:
+    """A table cell shows ``value`` (pandas shows a missing value as NaN)."""
+    import pandas as pd
+
+    return bool(pd.isna(cell)) if value is None else cell == value
+
+
 @pytest.mark.parametrize("machine", sorted(p.name for p in FIX.iterdir() if p.is_dir()))
 def test_answers_for_every_machine(machine):
     s = survey_of(machine)
@@ -31,8 +38,26 @@ def test_answers_for_every_machine(machine):
     assert len(answers.table()) == 6
     assert json.loads(json.dumps(answers.to_dict()))["boot"]["question"].startswith("UEFI")
     assert "**Which CPU generation?**" in answers._repr_markdown_()
-    for table in (research.cpu_table, research.system_table, research.disks_table, research.vulnerabilities_table):
-        assert table(s) is not None
+    cpu = research.cpu_table(s)
+    assert _shown(cpu.loc["logical CPUs", "value"], s["cpu"]["logical_cpus"])
+    assert _shown(cpu.loc["model name", "value"], s["cpu"].get("model_name"))
+    assert _shown(research.system_table(s).loc["firmware", "value"], s["firmware"]["boot_mode"])
+    disks = research.disks_table(s)
+    assert list(disks["path"]) == [d["path"] for d in s["disks"].get("disks", [])]
+    vulns = research.vulnerabilities_table(s)
+    assert list(vulns["vulnerability"]) == list(s["kernel"].get("vulnerabilities") or {})
+
+
+def test_survey_tables_of_the_dev_vm(vm):
+    """The machine whose fixture has disks and vulnerabilities: the tables above are not all empty."""
+    disks = research.disks_table(vm).set_index("path")
+    assert len(disks) == len(vm["disks"]["disks"]) >= 1
+    root = next(d for d in vm["disks"]["disks"] if d.get("holds_root"))
+    assert bool(disks.loc[root["path"], "holds /"]) is True
+    vulns = research.vulnerabilities_table(vm).set_index("vulnerability")
+    assert len(vulns) == len(vm["kernel"]["vulnerabilities"]) >= 1
+    for name, text in vm["kernel"]["vulnerabilities"].items():
+        assert vulns.loc[name, "kernel says"] == text and vulns.loc[name, "status"]
 
 
 def test_generation_and_isa_answers(vm):

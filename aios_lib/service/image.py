@@ -10,7 +10,8 @@
    die with SIGILL there), verified on this host first, the service user, the verified model with
    its pinned hash, the ``llama-server`` unit (:mod:`aios_lib.service.units`), enabled;
 4. hardening: masks, ssh off, the read-only boot entry with 5.2's words (:mod:`aios_lib.service.hardening`);
-5. ``systemd-analyze verify`` / ``security`` inside the image tree, and the guest check.
+5. ``systemd-analyze verify`` / ``security`` inside the image tree (their rows kept in the image's
+   manifest), and the guest check.
 
 The result is cached under ``~/.cache/synapse/synapse-os/<key>.img``, ``key`` a hash of the base
 image's key, the llama.cpp build, the model hash, the parameters and this phase's code.
@@ -228,6 +229,9 @@ def build_image(run, force: bool = False) -> SynapseImage:
         r.change(["fstrim", str(root / sp.data_dir.lstrip("/"))], check=False, quiet=True)
     manifest = {"key": key, "complete": True, "unit": unit.text, "entry": out.entry.text if out.entry else None,
                 "cmdline": out.cmdline.tokens if out.cmdline else None, "masked": out.masked,
+                # what was checked inside the tree, so a cache hit can show (and a test assert) it too
+                "units_in_image": [{**c.row(), "problems": c.verify.problems} for c in out.checks.attrs["checks"]],
+                "initrd_volatile": out.initrd_volatile,
                 "memory_high_bytes": budget.high_bytes, "placement": place.__dict__,
                 "model": {"file": Path(str(model.path)).name, "sha256": p.runtime.model.sha256},
                 "llama": {"bin_dir": str(build.bin_dir), "image_build": sp.image_build},
