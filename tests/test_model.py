@@ -136,7 +136,12 @@ def test_synthetic_plan_mode_writes_nothing(make_run, tmp_path, monkeypatch):
     assert syn.planned and syn.synthetic and not syn.path.exists()
     cmd = run.runner.history[-1]
     assert cmd.planned and "aios_lib.runtime.synthetic" in cmd.argv and "--n-embd" in cmd.argv
-    assert cmd.argv[cmd.argv.index("--n-embd") + 1] == "2048"
+    assert cmd.argv[cmd.argv.index("--n-embd") + 1] == "3072"  # the 3B-class default: memory-bound
+    qs = model.synthetic_quantizations(run, None)  # written directly: one planned command per type
+    assert list(qs) == ["Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0"] and all(q.planned and q.synthetic for q in qs.values())
+    dtypes = [c.argv[c.argv.index("--dtype") + 1] for c in run.runner.history if "--dtype" in c.argv]
+    assert dtypes[-4:] == ["Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0"]
+    assert not list((tmp_path / "cache").rglob("*.gguf"))
 
 
 def test_quantize_fallbacks_parsed(fixtures):

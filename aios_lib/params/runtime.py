@@ -85,26 +85,39 @@ class ModelSource(Section):
 
 
 class SyntheticModel(Section):
-    """A random-weight llama model with K-quant-friendly widths: real speed, noise for text."""
+    """A random-weight llama model with K-quant-friendly widths: real speed, noise for text.
+
+    The default is 3B-class (3072 wide, 30 layers: about 3.2 B parameters, Q4_K_M about 2 GB), so
+    that its weights are several times the last-level cache these machines report (up to 480 MiB)
+    and token generation measures memory, not cache."""
 
     enabled: bool = True
-    n_embd: int = Field(2048, ge=256, multiple_of=256)
-    n_layer: int = Field(16, ge=1, le=64)
-    n_head: int = Field(32, ge=1)
+    n_embd: int = Field(3072, ge=256, multiple_of=256)
+    n_layer: int = Field(30, ge=1, le=128)
+    n_head: int = Field(24, ge=1)
     n_head_kv: int = Field(8, ge=1)
     n_ff: int = Field(8192, ge=256, multiple_of=256)
     #: >= 3 special + 256 byte tokens (the minimal SentencePiece-style vocab the loader accepts)
     n_vocab: int = Field(32000, ge=512)
     seed: int = 0
-    #: precision of the unquantized file (f16: ~2.2 GB at the default size; f32 doubles it)
+    #: precision of the unquantized file when it is written (direct: false)
     dtype: Literal["f16", "f32"] = "f16"
-    #: the types llama-quantize makes from it (the blueprint's pair)
-    quantizations: list[str] = ["Q4_K_M", "Q5_K_M"]
+    #: true: write each quantisation directly as random quantised blocks with the tensor types
+    #: llama-quantize would choose (seconds); false: write a float file and run llama-quantize
+    #: (about 9 minutes on 2 cores for the default size)
+    direct: bool = True
+    #: the quantisations compared (Q4_0 is the one AVX2 repacks online; Q4_K_M/Q5_K_M the blueprint's pair)
+    quantizations: list[Literal["Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0"]] = ["Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0"]
+    #: the quantisation the speed questions use
+    headline: Literal["Q4_0", "Q4_K_M", "Q5_K_M", "Q8_0"] = "Q4_K_M"
 
     @model_validator(mode="after")
     def _heads(self):
         if self.n_embd % self.n_head or self.n_head % self.n_head_kv:
             raise ValueError("synthetic: n_embd must be a multiple of n_head, and n_head of n_head_kv")
+        if self.headline not in self.quantizations:
+            raise ValueError(f"synthetic.headline {self.headline!r} must be one of synthetic.quantizations "
+                             f"{self.quantizations}")
         return self
 
 
@@ -121,6 +134,21 @@ class Bench(Section):
     server_tokens: int = Field(128, ge=8)
     #: reduced-size settings for the test suite (fewer reps, smaller prompts)
     quick: bool = False
+    #: Synapse against stock (phase 05's proof): the measurement time it may take, in seconds, shared
+    #: out among its experiments; more time, tighter confidence intervals
+    budget_s: int = Field(660, ge=60, le=86400)
+    #: rounds of the headline comparison continue until its 95% CI half-width is at most this
+    target_half_width: float = Field(0.02, gt=0, lt=0.5)
+    #: a ratio whose CI lies inside 1 +- this counts as "no difference that matters"
+    equivalence_band: float = Field(0.02, gt=0, lt=0.5)
+    #: sizes of the proof's llama-bench invocations (one invocation = one sample)
+    proof_prompt: int = Field(128, ge=1)
+    proof_gen: int = Field(64, ge=1)
+    #: token generation length of the knob screen (each knob alone, and left out)
+    screen_gen: int = Field(32, ge=1)
+    #: the served comparison: completions per server session, tokens each
+    served_requests: int = Field(2, ge=1)
+    served_tokens: int = Field(64, ge=8)
 
 
 class Runtime(Section):

@@ -340,7 +340,8 @@ def synthetic_model(run, build=None, **overrides) -> ModelInfo:
     key = cache.key({**spec, "format": syn.FORMAT_VERSION, "gguf": gver}, 12)
     d = cache_dir("models", "synthetic")
     path = d / f"synthetic-llama-{sp.n_embd}x{sp.n_layer}-{key}.{sp.dtype.upper()}.gguf"
-    name = f"SYNTHETIC llama {sp.n_embd}x{sp.n_layer} {sp.dtype.upper()} (random weights)"
+    what = "random quantised blocks" if sp.dtype.upper() in syn.DIRECT else "random weights"
+    name = f"SYNTHETIC llama {sp.n_embd}x{sp.n_layer} {sp.dtype.upper()} ({what})"
     side = path.with_name(path.name + ".sha256")
     source = {"kind": "synthetic", "spec": spec, "key": key, "generator": "aios_lib.runtime.synthetic",
               "format": syn.FORMAT_VERSION}
@@ -369,6 +370,17 @@ def _synthetic(run, sp, spec, path, side, name, source) -> ModelInfo:
     info = inspect_gguf(path, name=name, sha256=sha, synthetic=True)
     info.source = {**source, "cached": False, "seconds": round(res.duration, 1)}
     return info
+
+
+def synthetic_quantizations(run, build) -> dict[str, ModelInfo]:
+    """The SYNTHETIC model in every quantisation of ``runtime.synthetic.quantizations``: written
+    directly as random quantised blocks (``direct: true``), or quantised from the float file with
+    the verified build's llama-quantize."""
+    sp = run.params.runtime.synthetic
+    if sp.direct:
+        return {q: synthetic_model(run, dtype=q) for q in sp.quantizations}
+    f = synthetic_model(run, build)
+    return {q: quantize(run, build, f, q) for q in sp.quantizations}
 
 
 def _dist_version(name: str) -> str | None:

@@ -228,27 +228,33 @@ run.record("quantized", {q: i.to_dict() for q, i in quantized.items()})
 model.quant_table([m, *quantized.values()])
 
 # %% [markdown]
-# ## 6. A SYNTHETIC model (random weights) for the quantisation and roofline questions
+# ## 6. A SYNTHETIC memory-bound model (random weights) for the speed questions
 #
-# To compare Q4_K_M with Q5_K_M where K-quants really apply, and to have a model that is
-# memory-bound (larger than the CPU caches), the `gguf` package writes a llama-architecture
-# model with K-quant-friendly widths (default 2048 wide, 16 layers, 32 heads / 8 KV heads,
-# n_ff 8192, vocab 32000: about 1.1 B parameters, 2.2 GB in F16) and a minimal working
-# SentencePiece-style vocabulary. **Its weights are random: its speed is real, its text is
-# noise.** It is labelled SYNTHETIC in its name, its GGUF metadata (`synapse.synthetic`) and
-# every record. `llama-quantize` makes Q4_K_M and Q5_K_M from it, and a tiny llama-bench run
-# (`-p 16 -n 4 -r 1 -t 1`, not a measurement) proves the verified build loads them; a crash there
-# is named like the verification's. Phase 5 measures.
+# SmolLM2 (97 MB) fits inside the last-level cache these machines report (their surveys show up
+# to 480 MiB of L3), so its token generation measures the cache and per-token overhead, not memory.
+# The speed questions of Phase 5 therefore use a llama-architecture model with K-quant-friendly
+# widths, 3B-class by default (3072 wide, 30 layers, 24 heads / 8 KV heads, n_ff 8192, vocab 32000:
+# about 3.2 B parameters, Q4_K_M about 2 GB), several times the cache. **Its weights are random:
+# its speed is real, its text is noise.** It is labelled SYNTHETIC in its name, its GGUF metadata
+# (`synapse.synthetic`) and every record.
+#
+# Quantising a 3B float model with llama-quantize takes about nine minutes on 2 cores, so by
+# default each quantisation (Q4_0, Q4_K_M, Q5_K_M, Q8_0) is written directly as random quantised
+# blocks, with the tensor types llama-quantize gives each tensor (Q6_K for `output` and for
+# `attn_v`/`ffn_down` in the layers its `_M` mixes favour; a test compares the two on a small
+# model) and block scales chosen so the weights have a trained model's spread. The kernels do the
+# same work whatever the quants are. `runtime.synthetic.direct: false` takes the llama-quantize
+# route instead. A tiny llama-bench run (`-p 16 -n 4 -r 1 -t 1`, not a measurement) proves the
+# verified build loads each file; a crash there is named like the verification's. Phase 5 measures.
 
 # %%
 syn_cfg = run.params.runtime.synthetic
-syn = model.synthetic_model(run, build) if syn_cfg.enabled else None
-syn_q = {q: model.quantize(run, build, syn, q) for q in syn_cfg.quantizations} if syn else {}
+syn_q = model.synthetic_quantizations(run, build) if syn_cfg.enabled else {}
 syn_check = {q: model.load_check(run, build, i) for q, i in syn_q.items()}
 run.record("synthetic", {"synthetic": True, "note": "random weights: speed is real, text is noise",
-                         "model": syn.to_dict() if syn else None,
+                         "direct": syn_cfg.direct, "headline": syn_cfg.headline,
                          "quantized": {q: i.to_dict() for q, i in syn_q.items()}, "load_check": syn_check})
-model.quant_table([syn, *syn_q.values()]) if syn else "synthetic model disabled (runtime.synthetic.enabled)"
+model.quant_table(list(syn_q.values())) if syn_q else "synthetic model disabled (runtime.synthetic.enabled)"
 
 # %%
 syn_check
