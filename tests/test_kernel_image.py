@@ -13,7 +13,8 @@ import pytest
 from aios_lib.system import image
 from aios_lib.kernel import boot_check, build as kernel_build, config as kernel_config, install as kernel_install, source as kernel_source
 from aios_lib.context import open_run
-from aios_lib.system.disk import parse_losetup_j
+from aios_lib.facts.blockdev import parse_losetup_j
+from aios_lib.system import bootloader
 from aios_lib.kernel.kconfig import config_value
 from aios_lib.params import load_params, parse_params
 
@@ -29,9 +30,9 @@ def _params(tmp_path):
 
 def test_entry_options_append_only_new_names():
     entry = "title x\nversion 6.12.1-synapse\noptions root=PARTUUID=ab rw transparent_hugepage=madvise\n"
-    out = kernel_install.entry_with_options(entry, ["nohz_full=1", "transparent_hugepage=always"])
+    out = bootloader.entry_with_options(entry, ["nohz_full=1", "transparent_hugepage=always"])
     assert "options root=PARTUUID=ab rw transparent_hugepage=madvise nohz_full=1\n" in out
-    assert kernel_install.entry_with_options(entry, []) == entry
+    assert bootloader.entry_with_options(entry, []) == entry
 
 
 def test_initrd_drivers_are_read_from_dracut_config_and_module_lists():
@@ -62,7 +63,7 @@ def test_booted_config_from_a_guest_report():
 
 def test_loader_default_replaces_the_pattern():
     conf = "# Synapse: no menu\ndefault synapse-*\ntimeout 0\neditor no\n"
-    out = kernel_install.loader_default(conf, "synapse-6.12.1-synapse.conf")
+    out = bootloader.loader_default(conf, "synapse-6.12.1-synapse.conf")
     assert out.count("default ") == 1 and "default synapse-6.12.1-synapse.conf\n" in out
     assert out.startswith("# Synapse") and "timeout 0" in out
 

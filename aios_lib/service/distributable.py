@@ -3,11 +3,11 @@ how to write it to a disk.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from ..core.paths import resolve_in_project
-from .image import SynapseImage, _read_manifest
+from ..facts.files import parse_sha256sum
+from .image import SynapseImage, manifest
 
 
 # ---- the distributable ---------------------------------------------------------------------------------
@@ -46,11 +46,6 @@ class Distributable:
                 f"sha256 `{self.sha256}`; how to write it: `{self.note}`")
 
 
-def parse_sha256sum(text: str) -> str | None:
-    m = re.match(r"^([0-9a-f]{64})\s", text or "")
-    return m.group(1) if m else None
-
-
 def distributable(run, img: "SynapseImage | Path | None" = None) -> Distributable | str:
     """``<image>.zst`` (zstd, multithreaded), ``<image>.zst.sha256`` and ``WRITE-TO-DISK.txt``."""
     sp = run.params.service
@@ -66,7 +61,7 @@ def distributable(run, img: "SynapseImage | Path | None" = None) -> Distributabl
     s = r.work(["sha256sum", out.name], cwd=str(out.parent), note="its checksum")
     sha = parse_sha256sum(s.stdout) if not s.planned else None
     note = image.with_name("WRITE-TO-DISK.txt")
-    m = _read_manifest(image)
+    m = manifest(image).read()
     if sha:
         r.write_file(out.with_name(out.name + ".sha256"), s.stdout, note="sha256sum -c file")
         r.write_file(note, WRITE_NOTE.format(
