@@ -81,6 +81,24 @@ def test_install_cmdline_is_validated_before_anything_runs(make_run):
     assert not run.runner.history
 
 
+def test_install_switched_off_is_shown_in_the_run_journal_as_planned(make_run, tmp_path):
+    """A real run with kernel.install.enabled: false lists the install commands as planned in its
+    own commands.jsonl (they used to go to a throwaway runner and were lost)."""
+    from aios_lib.core.journal import read_journal
+
+    run = make_run({"schema_version": 1, "kernel": {"enabled": True, "install": {"enabled": False}}}, plan=False)
+    src = kernel_source.KernelSource("debian-package", "6.12", "x", tmp_path / "src")
+    cfg = kernel_config.ConfigResult(src, "tinyconfig", tmp_path / "build", "", [], planned=True)
+    built = kernel_build.BuildResult("k", tmp_path / "build", "all", tmp_path / "build/bzImage", False, planned=True)
+    inst = kernel_install.install(run, cfg, built)
+    assert inst.planned and not run.plan and not (tmp_path / "mnt").exists()
+    entries = read_journal(tmp_path / "run" / "commands.jsonl")
+    assert [e["cmdline"] for e in entries] == inst.commands
+    assert any("kernel-install add" in c for c in inst.commands)
+    assert all(e["planned"] and e["rc"] is None for e in entries)
+    assert all("kernel.install.enabled is false: shown, not run" in e["note"] for e in entries)
+
+
 def test_plan_shows_install_and_boot_in_the_image(tmp_path):
     """`aios plan 02 03 --params parameters/kernel-image.yaml`: every step, nothing run."""
     params, img = _params(tmp_path)
