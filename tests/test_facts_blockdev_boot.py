@@ -100,6 +100,7 @@ def test_vfat_support_from_proc_filesystems_and_modprobe():
     assert "xfs" in boot.parse_filesystems(fs) and "vfat" not in boot.parse_filesystems(fs)
     assert boot.VFAT.parse({"filesystems": fs, "modprobe": "", "modprobe.rc": 1}) is False
     assert boot.VFAT.parse({"filesystems": fs, "modprobe": "", "modprobe.rc": 0}) is True  # a loadable module
+    assert boot.VFAT.parse({"filesystems": fs, "modprobe": "", "modprobe.rc": "0"}) is True  # the code as text
 
 
 def test_esp_dir_reads_a_tree_as_kernel_install_leaves_it(runner, tmp_path):

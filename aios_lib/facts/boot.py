@@ -78,6 +78,11 @@ def parse_filesystems(text: str | None) -> list[str]:
     return [ln.split()[-1] for ln in (text or "").splitlines() if ln.split()]
 
 
+def _exited_0(o: Mapping[str, Any], key: str) -> bool:
+    """Whether the status command ``key`` exited 0 (its code may come as a number or as text)."""
+    return str(o.get(f"{key}.rc")) == "0"
+
+
 # ---- the ESP as a directory ------------------------------------------------------------------
 def esp_dir(efi: str | Path, entry: str) -> Fact:
     """What the ESP at ``efi`` holds: the entry ``loader/entries/<entry>`` (parsed), loader.conf
@@ -101,7 +106,7 @@ def esp_dir(efi: str | Path, entry: str) -> Fact:
 def fat_check(device: str) -> Fact:
     """``fsck.fat -n`` (read-only): ``{"ok": clean, "report": its output}``."""
     return Fact("fat_check", {"fsck": ("fsck.fat", "-n", device)},
-                parse=lambda o: {"ok": o.get("fsck.rc") == 0,
+                parse=lambda o: {"ok": _exited_0(o, "fsck"),
                                  "report": (o.get("fsck") or "") + (o.get("fsck.stderr") or "")},
                 status=frozenset({"fsck"}))
 
@@ -133,7 +138,7 @@ def esp_entry(device: str, name: str) -> Fact:
 
 # ---- this machine ----------------------------------------------------------------------------
 def _vfat(o: Mapping[str, Any]) -> bool:
-    return "vfat" in parse_filesystems(o.get("filesystems")) or o.get("modprobe.rc") == 0
+    return "vfat" in parse_filesystems(o.get("filesystems")) or _exited_0(o, "modprobe")
 
 
 #: can this machine's kernel mount FAT (the ESP)? Built in, loaded, or a module it could load.

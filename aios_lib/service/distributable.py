@@ -3,10 +3,10 @@ how to write it to a disk.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from ..core.paths import resolve_in_project
-from ..facts.files import parse_sha256sum
 from .image import SynapseImage, manifest
 
 
@@ -44,6 +44,13 @@ class Distributable:
             return f"**planned**: `{self.path}` (zstd), `{self.path.name}.sha256`, `{self.note.name}`"
         return (f"`{self.path}`: {self.size_bytes / 2**20:.0f} MiB (image {self.image_bytes / 2**30:.2f} GiB), "
                 f"sha256 `{self.sha256}`; how to write it: `{self.note}`")
+
+
+def parse_sha256sum(text: str) -> str | None:
+    """Pure: the digest in ``sha256sum FILE`` output. Not a fact: it reads the output of this
+    phase's own ``work`` command (the checksum file it ships), not the machine."""
+    m = re.match(r"^([0-9a-f]{64})\s", text or "")
+    return m.group(1) if m else None
 
 
 def distributable(run, img: "SynapseImage | Path | None" = None) -> Distributable | str:
