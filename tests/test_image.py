@@ -173,11 +173,12 @@ def test_leftovers_of_a_killed_run_are_released_by_the_next(tmp_path):
     assert _mounted_under(b.spec.mount_dir) == [] and parse_losetup_j(sh("losetup", "-j", str(img))) == []
 
 
-def test_plan_mode_touches_nothing(tmp_path):
-    params, img = small(tmp_path)
+def test_plan_mode_touches_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    params, img = small(tmp_path, use_image_cache=True)
     run = open_run(params, run_dir=tmp_path / "run", phase="02", plan=True)
     out = image.build(run)
-    assert not img.exists()
+    assert not img.exists() and not (tmp_path / "cache").exists()  # not even an empty cache folder
     assert out["verify"].planned
     entries = read_journal(tmp_path / "run" / "commands.jsonl")
     assert all(e["planned"] for e in entries if e["kind"] != "probe")

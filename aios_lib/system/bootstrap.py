@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .disk import MountStack
-from ..core.paths import cache_dir
+from ..core.paths import cache_path
 from ..core.runner import Runner
 from ..facts import rootfs
 from ..facts.base import gather
@@ -93,13 +93,14 @@ def bootstrap(runner: Runner, root: Path, system, stack: MountStack) -> Bootstra
 
 def _debian(runner: Runner, root: Path, system, stack: MountStack) -> BootstrapResult:
     mirror = host_debian_mirror(runner) if system.mirror == "auto" else system.mirror
-    cache = cache_dir("debootstrap", f"{system.suite}-amd64")
+    cache = cache_path("debootstrap", f"{system.suite}-amd64")
+    apt_cache = cache_path("apt", system.suite)
+    runner.work(["mkdir", "-p", str(cache), str(apt_cache / "partial")], quiet=True,
+                note="package caches kept between runs")
     pkgs = debian_packages(system)
     runner.change(["debootstrap", "--variant=minbase", f"--cache-dir={cache}", f"--include={','.join(pkgs)}",
                    system.suite, str(root), mirror], progress=_debootstrap_progress, timeout=1800,
                   note="debootstrap: minimal Debian (package cache kept between runs)")
-    apt_cache = cache_dir("apt", system.suite)
-    (apt_cache / "partial").mkdir(exist_ok=True)
     archives = root / "var/cache/apt/archives"
     stack.bind(apt_cache, archives)
     try:
