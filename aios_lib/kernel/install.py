@@ -16,10 +16,8 @@ from ..system.bootloader import ENTRY_TOKEN, boot_entry, entry_with_options, loa
 
 
 # ---------------------------------------------------------------------------------------------
-# install into a target root + systemd-boot entry
+# install into a target root + systemd-boot entry (its text: system/bootloader.py)
 # ---------------------------------------------------------------------------------------------
-
-
 @dataclass
 class InstallPlan:
     root: str
