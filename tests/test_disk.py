@@ -1,14 +1,14 @@
 """Disk handling on real loop devices (small sparse images; fast) and the pure parsers."""
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from aios_lib.system.disk import (DiskRefused, Layout, MountStack, check_disk, disk_of, parse_blkid_export,
-                           parse_findmnt_targets, parse_losetup_j, parse_lsblk_in_use, partition_path, read_uuids,
-                           Devices, vfat_available)
+from aios_lib.system.disk import (DiskRefused, Layout, MountStack, check_disk, partition_path, read_uuids,
+                                  Devices, vfat_available)
+from aios_lib.facts.blockdev import (disk_of, parse_blkid_export, parse_findmnt_targets, parse_losetup_j,
+                                     parse_lsblk_in_use)
 from aios_lib.core.journal import read_journal
 
 
@@ -132,7 +132,7 @@ def test_disk_target_runs_the_same_steps_on_a_confirmed_block_device(tmp_path):
     import os
     import uuid
 
-    from aios_lib.system import image
+    from aios_lib.system import image, target
     from aios_lib.context import open_run
     from aios_lib.params import parse_params
 
@@ -145,23 +145,25 @@ def test_disk_target_runs_the_same_steps_on_a_confirmed_block_device(tmp_path):
     try:
         params = parse_params({"schema_version": 1, "target": {"kind": "disk", "device": str(link), "confirm": str(link)},
                                "system": {"esp_size_mib": 100}}, "<disk test>")
-        t = image.open_target(open_run(params, run_dir=tmp_path / "run", phase="02"))
-        t.validate()
-        assert "not in use" in t.prepare().detail
-        t.partition()
-        t.format()
-        t.mount()
-        assert (t.root / "efi").is_dir() and str(t.root) in sh("findmnt", "-rn", "-o", "TARGET")
-        uuids = read_uuids(t.runner, t.devices)
+        run = open_run(params, run_dir=tmp_path / "run", phase="02")
+        b = image.start(run)
+        image.validate(run, b)
+        assert "not in use" in image.prepare(run, b).detail
+        image.partition(run, b)
+        image.format(run, b)
+        image.mount(run, b)
+        root = b.spec.root
+        assert (root / "efi").is_dir() and str(root) in sh("findmnt", "-rn", "-o", "TARGET")
+        uuids = read_uuids(run.runner, b.att.devices)
         assert uuids["root"]["TYPE"] == "xfs" and uuids["esp"]["TYPE"] == "vfat"
         # the disk is now in use: a second run refuses to touch it
-        t2 = image.open_target(open_run(params, run_dir=tmp_path / "run2", phase="02"))
-        t2.validate()
+        run2 = open_run(params, run_dir=tmp_path / "run2", phase="02")
+        image.validate(run2, image.start(run2))
         with pytest.raises(DiskRefused, match="mounted on"):
-            check_disk(t2.runner, str(link))
-        released = t.release()
+            check_disk(run2.runner, str(link))
+        released = target.release(b.att)
         assert any("unmounted" in r for r in released)
-        assert str(t.root) not in sh("findmnt", "-rn", "-o", "TARGET")
+        assert str(root) not in sh("findmnt", "-rn", "-o", "TARGET")
     finally:
         link.unlink(missing_ok=True)
         subprocess.run(["partx", "-d", loop], capture_output=True)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from aios_lib.execute import existing_phases, render_html, render_records, run_phases
 from aios_lib.core.journal import read_journal

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from aios_lib.system import image
+from aios_lib.system import image, target
 from aios_lib.context import open_run
-from aios_lib.system.disk import parse_findmnt_targets, parse_losetup_j
+from aios_lib.facts.blockdev import parse_findmnt_targets, parse_losetup_j
 from aios_lib.core.journal import read_journal
 from aios_lib.params import ParamsError, load_params, parse_params
-from aios_lib.core.paths import cache_dir
 from aios_lib.core.runner import DestructiveRefused
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,11 +73,11 @@ def test_destructive_step_refused_and_image_byte_identical(tmp_path, confirm):
     img.write_bytes(os.urandom(1 << 20))
     before = sha256(img)
     run = open_run(params, run_dir=tmp_path / "run", phase="02")
-    t = image.open_target(run)
-    t.validate()
-    t.prepare()
+    b = image.start(run)
+    image.validate(run, b)
+    image.prepare(run, b)
     with pytest.raises(DestructiveRefused) as e:
-        t.partition()
+        image.partition(run, b)
     assert "target.confirm" in str(e.value)
     assert sha256(img) == before
     assert parse_losetup_j(sh("losetup", "-j", str(img))) == []
@@ -88,11 +87,12 @@ def test_destructive_step_refused_and_image_byte_identical(tmp_path, confirm):
 def test_disk_target_unconfirmed_is_refused(tmp_path):
     params = parse_params({"schema_version": 1, "target": {"kind": "disk", "device": "/dev/disk/by-id/nvme-absent",
                                                            "confirm": "/dev/disk/by-id/nvme-other"}}, "<t>")
-    t = image.open_target(open_run(params, run_dir=tmp_path / "run", phase="02"))
-    t.validate()
-    t.prepare()
+    run = open_run(params, run_dir=tmp_path / "run", phase="02")
+    b = image.start(run)
+    image.validate(run, b)
+    image.prepare(run, b)
     with pytest.raises(DestructiveRefused, match="nvme-absent"):
-        t.partition()
+        image.partition(run, b)
 
 
 def test_disk_target_must_be_a_stable_name():
@@ -128,49 +128,52 @@ def _mounted_under(d):
 def test_interrupted_run_releases_everything_and_says_how_to_resume(tmp_path, monkeypatch):
     params, img = small(tmp_path)
     run = open_run(params, run_dir=tmp_path / "run", phase="02")
-    t = image.open_target(run)
-    t.validate()
-    t.prepare()
-    t.partition()
-    t.format()
-    t.mount()
-    assert _mounted_under(t.mount_dir) and parse_losetup_j(sh("losetup", "-j", str(img)))
+    b = image.start(run)
+    image.validate(run, b)
+    image.prepare(run, b)
+    image.partition(run, b)
+    image.format(run, b)
+    image.mount(run, b)
+    assert _mounted_under(b.spec.mount_dir) and parse_losetup_j(sh("losetup", "-j", str(img)))
 
     def boom(*a, **k):
         raise RuntimeError("mirror unreachable (simulated)")
 
     monkeypatch.setattr(image.bootstrap_mod, "bootstrap", boom)
     with pytest.raises(image.PhaseFailed) as e:
-        t.bootstrap()
+        image.bootstrap(run, b)
     msg = str(e.value)
     assert "mirror unreachable" in msg and "To resume" in msg and "aios run 02" in msg
-    assert _mounted_under(t.mount_dir) == []
+    assert _mounted_under(b.spec.mount_dir) == []
     assert parse_losetup_j(sh("losetup", "-j", str(img))) == []
-    assert image.open_target(run).manifest().get("complete") is False  # a rerun rebuilds
+    assert b.att.stack is None and b.att.devices is None
+    assert target.read_manifest(target.open_target(run)).get("complete") is False  # a rerun rebuilds
 
 
 def test_leftovers_of_a_killed_run_are_released_by_the_next(tmp_path):
     params, img = small(tmp_path)
     run = open_run(params, run_dir=tmp_path / "run", phase="02")
-    t = image.open_target(run)
-    t.validate()
-    t.prepare()
-    t.partition()
-    t.format()
-    t.mount()
-    t.stack.items.clear()  # as if the process had been killed: nothing will undo the mounts
-    t2 = image.open_target(open_run(params, run_dir=tmp_path / "run2", phase="02"))
-    t2.validate()
-    res = t2.prepare()
+    b = image.start(run)
+    image.validate(run, b)
+    image.prepare(run, b)
+    image.partition(run, b)
+    image.format(run, b)
+    image.mount(run, b)
+    b.att.stack.items.clear()  # as if the process had been killed: nothing will undo the mounts
+    run2 = open_run(params, run_dir=tmp_path / "run2", phase="02")
+    b2 = image.start(run2)
+    image.validate(run2, b2)
+    res = image.prepare(run2, b2)
     assert "released leftovers" in res.detail and "detached /dev/loop" in res.detail
-    assert _mounted_under(t.mount_dir) == [] and parse_losetup_j(sh("losetup", "-j", str(img))) == []
+    assert _mounted_under(b.spec.mount_dir) == [] and parse_losetup_j(sh("losetup", "-j", str(img))) == []
 
 
-def test_plan_mode_touches_nothing(tmp_path):
-    params, img = small(tmp_path)
+def test_plan_mode_touches_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))
+    params, img = small(tmp_path, use_image_cache=True)
     run = open_run(params, run_dir=tmp_path / "run", phase="02", plan=True)
     out = image.build(run)
-    assert not img.exists()
+    assert not img.exists() and not (tmp_path / "cache").exists()  # not even an empty cache folder
     assert out["verify"].planned
     entries = read_journal(tmp_path / "run" / "commands.jsonl")
     assert all(e["planned"] for e in entries if e["kind"] != "probe")
@@ -203,7 +206,7 @@ def test_debian_image_builds_boots_and_every_row_matches(tmp_path, pytestconfig)
     assert "zstd" in checks["zram swap"]["in effect"]
     assert checks["failed units"]["in effect"] == "none"
     assert "root=PARTUUID=" in checks["kernel command line"]["in effect"]
-    assert image.open_target(run).manifest()["complete"] is True
+    assert target.read_manifest(target.open_target(run))["complete"] is True
     # keep the serial console of the last verified boot (source of tests/fixtures/image/serial-debian.log)
     keep = pytestconfig.cache.mkdir("synapse-image")
     (keep / "verify-serial.log").write_text(Path(boot.log).read_text())
@@ -211,11 +214,11 @@ def test_debian_image_builds_boots_and_every_row_matches(tmp_path, pytestconfig)
     assert parse_losetup_j(sh("losetup", "-j", str(img))) == []
     # a rerun with the same inputs skips the build and says so
     run2 = open_run(params, run_dir=tmp_path / "run2", phase="02")
-    t2 = image.open_target(run2)
-    assert "up to date" in t2.validate().state
+    b2 = image.start(run2)
+    assert "up to date" in image.validate(run2, b2).state
     before = sha256(img)
-    assert t2.prepare().detail.endswith("build steps skipped")
-    assert t2.partition().status == "skipped" and t2.finish().status == "skipped"
+    assert image.prepare(run2, b2).detail.endswith("build steps skipped")
+    assert image.partition(run2, b2).status == "skipped" and image.finish(run2, b2).status == "skipped"
     assert sha256(img) == before
 
 
@@ -250,25 +253,27 @@ def test_kernel_upgrade_hook_keeps_the_command_line(tmp_path):
     reuse API of later phases: open an existing image, mount it, work in a chroot."""
     params, img = _debian_params(tmp_path)
     run = open_run(params, run_dir=tmp_path / "run", phase="02")
-    warm = (cache_dir("base-image") / f"{image.build_key(params)}.img").exists()
+    warm = target.cached_image(image.CACHE_KIND, image.build_key(params)) is not None
     out = image.build(run, verify=False)  # from the verified cache when warm
     if warm:  # a verified image with the same inputs is copied, not rebuilt, and the steps say so
         assert "copied the verified image" in out["prepare"].detail
         assert out["bootstrap"].status == "skipped" and "cache" in out["bootstrap"].detail
-    t = image.open_target(open_run(params, run_dir=tmp_path / "run2", phase="02"))
-    with t.mounted(write_back=False) as root:
+    run2 = open_run(params, run_dir=tmp_path / "run2", phase="02")
+    spec = target.open_target(run2)
+    with target.mounted(run2.runner, spec, write_back=False) as m:
+        root = m.root
         wanted = (root / "etc/kernel/cmdline").read_text().split()
         entries = list((root / "efi/loader/entries").glob("synapse-*.conf"))
         assert len(entries) == 1
         kver = entries[0].name.removeprefix("synapse-").removesuffix(".conf")
         entries[0].unlink()
-        t.runner.change(["env", "SYSTEMD_RELAX_ESP_CHECKS=1", "/etc/kernel/postinst.d/zz-systemd-boot", kver,
+        run2.runner.change(["env", "SYSTEMD_RELAX_ESP_CHECKS=1", "/etc/kernel/postinst.d/zz-systemd-boot", kver,
                          f"/boot/vmlinuz-{kver}"], root=root, timeout=900)
-        from aios_lib.system.bootloader import parse_bls_entry
+        from aios_lib.facts.boot import parse_bls_entry
 
         entry = parse_bls_entry(entries[0].read_text())
         assert entry["options"].split() == wanted
         assert entry["initrd"] == f"/synapse/{kver}/initrd.img-{kver}"  # Debian's 85-initrd.install
         assert "root=PARTUUID=" in entry["options"] and "audit=0" in wanted
     assert parse_losetup_j(sh("losetup", "-j", str(img))) == []
-    assert _mounted_under(t.mount_dir) == []
+    assert _mounted_under(spec.mount_dir) == []

@@ -1,7 +1,8 @@
 """Boot loader read-back on an ESP tree laid out as bootctl + kernel-install leave it."""
 from pathlib import Path
 
-from aios_lib.system.bootloader import loader_conf, parse_bls_entry, read_back
+from aios_lib.facts.boot import parse_bls_entry
+from aios_lib.system.bootloader import loader_conf, read_back
 from aios_lib.system.cmdline import Cmdline
 
 KVER = "6.1.0-50-amd64"

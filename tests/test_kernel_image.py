@@ -13,7 +13,8 @@ import pytest
 from aios_lib.system import image
 from aios_lib.kernel import boot_check, build as kernel_build, config as kernel_config, install as kernel_install, source as kernel_source
 from aios_lib.context import open_run
-from aios_lib.system.disk import parse_losetup_j
+from aios_lib.facts.blockdev import parse_losetup_j
+from aios_lib.system import bootloader
 from aios_lib.kernel.kconfig import config_value
 from aios_lib.params import load_params, parse_params
 
@@ -29,9 +30,9 @@ def _params(tmp_path):
 
 def test_entry_options_append_only_new_names():
     entry = "title x\nversion 6.12.1-synapse\noptions root=PARTUUID=ab rw transparent_hugepage=madvise\n"
-    out = kernel_install.entry_with_options(entry, ["nohz_full=1", "transparent_hugepage=always"])
+    out = bootloader.entry_with_options(entry, ["nohz_full=1", "transparent_hugepage=always"])
     assert "options root=PARTUUID=ab rw transparent_hugepage=madvise nohz_full=1\n" in out
-    assert kernel_install.entry_with_options(entry, []) == entry
+    assert bootloader.entry_with_options(entry, []) == entry
 
 
 def test_initrd_drivers_are_read_from_dracut_config_and_module_lists():
@@ -62,7 +63,7 @@ def test_booted_config_from_a_guest_report():
 
 def test_loader_default_replaces_the_pattern():
     conf = "# Synapse: no menu\ndefault synapse-*\ntimeout 0\neditor no\n"
-    out = kernel_install.loader_default(conf, "synapse-6.12.1-synapse.conf")
+    out = bootloader.loader_default(conf, "synapse-6.12.1-synapse.conf")
     assert out.count("default ") == 1 and "default synapse-6.12.1-synapse.conf\n" in out
     assert out.startswith("# Synapse") and "timeout 0" in out
 
@@ -81,6 +82,24 @@ def test_install_cmdline_is_validated_when_the_parameters_load(make_run, tmp_pat
                                 "machine.trusted_offline: true (it disables CPU vulnerability mitigations); "
                                 "set it or remove mitigations=off"]
     assert not (tmp_path / "run").exists()
+
+
+def test_install_switched_off_is_shown_in_the_run_journal_as_planned(make_run, tmp_path):
+    """A real run with kernel.install.enabled: false lists the install commands as planned in its
+    own commands.jsonl (they used to go to a throwaway runner and were lost)."""
+    from aios_lib.core.journal import read_journal
+
+    run = make_run({"schema_version": 1, "kernel": {"enabled": True, "install": {"enabled": False}}}, plan=False)
+    src = kernel_source.KernelSource("debian-package", "6.12", "x", tmp_path / "src")
+    cfg = kernel_config.ConfigResult(src, "tinyconfig", tmp_path / "build", "", [], planned=True)
+    built = kernel_build.BuildResult("k", tmp_path / "build", "all", tmp_path / "build/bzImage", False, planned=True)
+    inst = kernel_install.install(run, cfg, built)
+    assert inst.planned and not run.plan and not (tmp_path / "mnt").exists()
+    entries = read_journal(tmp_path / "run" / "commands.jsonl")
+    assert [e["cmdline"] for e in entries] == inst.commands
+    assert any("kernel-install add" in c for c in inst.commands)
+    assert all(e["planned"] and e["rc"] is None for e in entries)
+    assert all("kernel.install.enabled is false: shown, not run" in e["note"] for e in entries)
 
 
 def test_plan_shows_install_and_boot_in_the_image(tmp_path):

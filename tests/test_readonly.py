@@ -1,11 +1,12 @@
 """Read-only root: the data partition on a real image file, the volatile boot entry on a real FAT."""
-import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from aios_lib.facts.blockdev import parse_sfdisk_json
+from aios_lib.facts.boot import parse_bls, parse_loader_default
 from aios_lib.service import readonly
+from aios_lib.system.bootloader import loader_default
 
 ENTRY = """title      Debian GNU/Linux 12 (bookworm)
 version    6.1.0-50-amd64
@@ -19,11 +20,11 @@ initrd     /aios/6.1.0-50-amd64/initrd
 
 def test_volatile_entry_text():
     text = readonly.volatile_entry_text(ENTRY)
-    opts = dict(readonly.parse_bls(text))["options"].split()
+    opts = dict(parse_bls(text))["options"].split()
     assert "ro" in opts and "rw" not in opts and opts[-1] == "systemd.volatile=overlay"
-    assert dict(readonly.parse_bls(text))["linux"] == "/aios/6.1.0-50-amd64/linux"
+    assert dict(parse_bls(text))["linux"] == "/aios/6.1.0-50-amd64/linux"
     assert readonly.volatile_entry_text(text).count("systemd.volatile=overlay") == 1
-    assert readonly.parse_loader_default(readonly.loader_conf_default("default a.conf\ntimeout 0\n", "b.conf")) == "b.conf"
+    assert parse_loader_default(loader_default("default a.conf\ntimeout 0\n", "b.conf", first=True)) == "b.conf"
 
 
 def _sh(*argv, **kw):
@@ -44,7 +45,7 @@ def test_volatile_entry_on_a_real_fat(make_run, tmp_path):
     entry = readonly.install_volatile_entry(run, str(esp))
     assert entry.source == "aios-6.1.0-50-amd64.conf" and entry.default == readonly.RO_ENTRY
     conf = _sh("mtype", "-i", str(esp), "::/loader/loader.conf", env=env).stdout
-    assert readonly.parse_loader_default(conf) == readonly.RO_ENTRY and "editor no" in conf
+    assert parse_loader_default(conf) == readonly.RO_ENTRY and "editor no" in conf
     ro = _sh("mtype", "-i", str(esp), f"::/loader/entries/{readonly.RO_ENTRY}", env=env).stdout
     assert "systemd.volatile=overlay" in ro and " ro " in ro
     _sh("fsck.fat", "-n", str(esp))
@@ -74,7 +75,7 @@ def test_data_partition_appended_to_a_real_gpt_image(make_run, tmp_path):
     part = readonly.add_data_partition(run, img, str(img))
     assert part.added and part.number == 3
     assert img.stat().st_size == 160 * 2**20
-    parts = readonly.parse_sfdisk_json(_sh("sfdisk", "-J", str(img)).stdout)
+    parts = parse_sfdisk_json(_sh("sfdisk", "-J", str(img)).stdout)
     assert [p.get("name") for p in parts] == ["ESP", "root", "ai-data"]
     assert parts[2]["type"] == readonly.LINUX_FS_GUID
     assert int(parts[2]["size"]) * 512 >= 63 * 2**20  # the new space, less GPT's backup area

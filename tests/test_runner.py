@@ -1,5 +1,3 @@
-import json
-import os
 
 import pytest
 
@@ -63,6 +61,42 @@ def test_plan_mode_runs_probes_not_changes(tmp_path):
     assert not marker.exists() and not (tmp_path / "conf").exists()
     entries = read_journal(tmp_path / "j.jsonl")
     assert [e["planned"] for e in entries] == [False, True, True, True]
+
+
+def test_planning_runner_journals_into_the_same_record_and_runs_nothing(runner, tmp_path):
+    """Commands a real run only shows (an install that is switched off) reach commands.jsonl as planned."""
+    marker = tmp_path / "made"
+    shown = runner.planning("kernel.install.enabled is false: shown, not run")
+    assert shown.plan and not runner.plan and shown.journal is runner.journal and shown.history is runner.history
+    r = shown.change(["touch", str(marker)], note="the install")
+    w = shown.write_file(tmp_path / "conf", "x=1\n")
+    assert r.planned and w.planned and not marker.exists() and not (tmp_path / "conf").exists()
+    assert runner.history == [r, w]
+    entries = read_journal(tmp_path / "commands.jsonl")
+    assert [(e["argv"][0], e["planned"]) for e in entries] == [("touch", True), ("write", True)]
+    assert entries[0]["note"] == "the install; kernel.install.enabled is false: shown, not run"
+    assert entries[1]["note"] == "kernel.install.enabled is false: shown, not run"
+    assert runner.probe(["true"]).rc == 0  # the original still runs
+
+
+def test_result_types_are_shared_by_runner_and_journal():
+    from aios_lib.core import result, runner as runner_mod
+
+    assert runner_mod.CommandResult is result.CommandResult and runner_mod.CommandFailed is result.CommandFailed
+    assert runner_mod.DestructiveRefused is result.DestructiveRefused
+
+
+def test_background_stop_terminates_the_group(tmp_path):
+    rn = Runner(journal=Journal(tmp_path / "j.jsonl"))
+    bg = rn.spawn(["sh", "-c", "echo up; exec sleep 30"])
+    import time
+
+    deadline = time.time() + 5
+    while "up" not in bg.output() and time.time() < deadline:
+        time.sleep(0.05)
+    res = bg.stop(timeout=5)
+    assert not bg.alive() and res.rc == -15 and not res.timed_out and "up" in res.stdout
+    assert read_journal(tmp_path / "j.jsonl")[-1]["note"] == "background"
 
 
 def test_destructive_refused_without_confirmation(tmp_path):

@@ -1,5 +1,4 @@
 """The inference service unit: generation, systemd-analyze verify/security, placement, memory, model gate."""
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,28 @@ def test_blueprint_trailing_comment_is_rejected_by_systemd(make_run, tmp_path):
     # and the generator refuses to write such a value at all
     with pytest.raises(ServiceError, match="trailing comments"):
         service.render([("Service", [("MemoryHigh", "28G  # Leave 4GB for OS")])])
+
+
+def test_staging_tree_is_work_through_the_runner_and_only_planned_in_plan_mode(make_run, tmp_path):
+    """The staging tree lives in the run folder: built with runner.work/write_file (journaled), so in
+    plan mode nothing is copied and the checks report "planned"."""
+    from aios_lib.core.journal import read_journal
+
+    run = make_run(plan=True)
+    unit = service.Unit("ollama.service", (FIX / "blueprint-ollama.service").read_text(), "/usr/bin/ollama")
+    root = unit_checks.staging_root(run, [unit], {"/usr/bin/ollama": None}, where=tmp_path / "root")
+    assert not root.exists()
+    entries = read_journal(tmp_path / "run" / "commands.jsonl")
+    assert entries and all(e["planned"] and e["kind"] in ("work", "change") for e in entries)
+    cmds = [e["cmdline"] for e in entries]
+    assert f"cp -a /usr/lib/systemd/system {root}/usr/lib/systemd" in cmds
+    assert f"write {root}/etc/systemd/system/ollama.service" in " ".join(cmds)
+    assert unit_checks.verify(run, "ollama.service", root).planned
+    real = make_run()
+    root = unit_checks.staging_root(real, [unit], {"/usr/bin/ollama": None}, where=tmp_path / "real-root")
+    assert (root / "etc/systemd/system/ollama.service").read_text() == unit.text
+    assert (root / "usr/lib/systemd/system").is_dir() and (root / "lib").resolve() == (root / "usr/lib").resolve()
+    assert (root / "usr/bin/ollama").stat().st_mode & 0o777 == 0o755
 
 
 def test_generated_units_have_the_requested_settings(make_run):

@@ -18,7 +18,7 @@ def test_synapse_image_boots_into_a_serving_model(tmp_path):
     run = open_run(str(ROOT / "parameters/synapse-os.yaml"), run_dir=tmp_path / "run", plan=False, phase="06")
     img = image.build_image(run)
     assert img.path.exists(), img.steps
-    m = image._read_manifest(img.path)
+    m = image.manifest(img.path).read()
     assert m.get("complete") and m.get("key") == img.key
     # verify/security ran inside the image tree when it was built; the manifest keeps their rows,
     # so they are asserted on a cache hit too

@@ -2,8 +2,8 @@
 import os
 from pathlib import Path
 
-import pytest
 
+from aios_lib.facts.kernel import bracketed
 from aios_lib.system import vm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,6 +149,7 @@ def test_real_serial_log_of_a_verified_boot():
         journal_volatile=s.journald.get("Storage") == "volatile", journal_runtime_max=s.journald.get("RuntimeMaxUse"),
         masked=masked, root_fstype=s.filesystem, root_options=normalise_mount_options(s.filesystem, s.mount_options)[0],
         default_target=s.default_target, hostname=s.hostname, sysctl={k: str(v) for k, v in s.sysctl.items()})
+    assert bracketed(r["thp"]) == s.thp and bracketed(r["zram_algorithm"]) == s.zram_algorithm
     rows = {x["check"]: x for x in vm.compare(r, exp)}
     assert [x for x in rows.values() if not x["ok"]] == []
     assert {"kernel command line", "THP mode", "zram swap", "masked units", "root mount options", "hostname",

@@ -11,6 +11,9 @@ probes) uses the same four things:
 * a completion marker (:meth:`Entry.mark_complete`) written last: an entry without it is a
   half-written leftover of an interrupted run and is never used;
 * :func:`keep_newest`: old entries of a kind are removed, newest kept, locked ones never.
+
+:func:`publish` does the last three through the runner for a file that was built elsewhere (a
+disk image): copy, rename, marker, prune, each one journaled.
 """
 from __future__ import annotations
 
@@ -133,18 +136,41 @@ class Entry:
         return False
 
 
-def keep_newest(kind: str, keep: int) -> list[Path]:
-    """Remove all but the ``keep`` most recently used entries of ``kind`` (folders with a marker);
-    entries whose lock is held are never removed. Returns what was removed."""
+def _beyond_newest(kind: str, keep: int, newest: str | None = None) -> list[Path]:
+    """Complete entries of ``kind`` beyond the ``keep`` most recently completed (``newest``, when
+    given, counts as the newest of all), less those whose lock another process holds."""
     root = cache_path(kind)
     if not root.is_dir():
         return []
-    entries = sorted((p for p in root.iterdir() if p.is_dir() and (p / MARKER).exists()),
+    entries = sorted((p for p in root.iterdir() if p.is_dir() and (p / MARKER).exists() and p.name != newest),
                      key=lambda p: (p / MARKER).stat().st_mtime, reverse=True)
+    return [p for p in entries[max(keep - (newest is not None), 0):] if not _locked_now(root / f"{p.name}.lock")]
+
+
+def keep_newest(kind: str, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` most recently used entries of ``kind`` (folders with a marker);
+    entries whose lock is held are never removed. Returns what was removed."""
     removed = []
-    for p in entries[keep:]:
-        if _locked_now(root / f"{p.name}.lock"):
-            continue
+    for p in _beyond_newest(kind, keep):
         shutil.rmtree(p)
         removed.append(p)
     return removed
+
+
+def publish(runner, src: str | os.PathLike, entry: Entry, info: dict, keep: int = 2,
+            name: str | None = None) -> Path:
+    """Put the finished file ``src`` into ``entry`` as ``name`` (default: its own name), all through
+    ``runner`` (journaled; planned in plan mode): copy it to a temporary name, rename it into place,
+    write the completion marker (``info``) last, then remove all but the ``keep`` newest entries of
+    the kind. Returns the file's path in the cache."""
+    dst = entry.path / (name or Path(src).name)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with entry.lock(runner.plan):
+        runner.work(["mkdir", "-p", str(entry.path)], quiet=True)
+        runner.work(["cp", "--sparse=always", str(src), str(tmp)], note=f"into the cache ({entry.kind})")
+        runner.work(["mv", str(tmp), str(dst)], quiet=True)
+        runner.write_file(entry.marker, json.dumps(info, indent=2, default=str) + "\n",
+                          note="the cache entry is complete")
+    for old in _beyond_newest(entry.kind, keep, newest=entry.name):
+        runner.work(["rm", "-rf", str(old)], note=f"an older {entry.kind} entry (the newest {keep} are kept)")
+    return dst

@@ -10,10 +10,9 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-if TYPE_CHECKING:
-    from .runner import CommandResult
+from .result import CommandResult
 
 #: Output kept per stream in the journal; the head and tail survive, the middle is elided.
 MAX_STREAM = 20000
@@ -36,7 +35,7 @@ class Journal:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def append(self, result: "CommandResult", phase: str = "") -> dict:
+    def append(self, result: CommandResult, phase: str = "") -> dict:
         entry = asdict(result)
         entry["stdout"] = _clip(entry["stdout"])
         entry["stderr"] = _clip(entry["stderr"])

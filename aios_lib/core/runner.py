@@ -19,69 +19,23 @@ import shlex
 import subprocess
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .journal import Journal
 from .progress import ProgressSink, make_sink
+from .result import CommandFailed, CommandResult, DestructiveRefused
+
+__all__ = ["Runner", "Background", "CommandResult", "CommandFailed", "DestructiveRefused",
+           "PROBE", "CHANGE", "WORK", "DESTRUCTIVE"]
 
 #: What a command does to the system it runs on.
 PROBE = "probe"  # reads only: runs in plan mode too
 CHANGE = "change"  # changes files, packages, settings: planned only in plan mode
 WORK = "work"  # heavy work that changes only the cache or the record (builds, benchmarks): planned only
 DESTRUCTIVE = "destructive"  # writes a block device: needs a matching confirmation
-
-
-class CommandFailed(RuntimeError):
-    """A command exited non-zero (or timed out). Names the command, the code and stderr's tail."""
-
-    def __init__(self, result: "CommandResult"):
-        self.result = result
-        tail = (result.stderr or result.stdout or "").strip().splitlines()[-12:]
-        what = "timed out" if result.timed_out else f"exited {result.rc}"
-        msg = f"command {what}: {result.cmdline}"
-        if tail:
-            msg += "\n  stderr (last lines):\n    " + "\n    ".join(tail)
-        super().__init__(msg)
-
-
-class DestructiveRefused(PermissionError):
-    """A destructive command was asked for without a matching confirmation; nothing ran."""
-
-
-@dataclass
-class CommandResult:
-    argv: list[str]
-    kind: str
-    rc: int | None
-    stdout: str
-    stderr: str
-    started: float
-    duration: float
-    planned: bool = False
-    timed_out: bool = False
-    cwd: str | None = None
-    root: str | None = None
-    device: str | None = None
-    note: str | None = None
-
-    @property
-    def cmdline(self) -> str:
-        return shlex.join(self.argv)
-
-    @property
-    def ok(self) -> bool:
-        return self.planned or self.rc == 0
-
-    def _repr_markdown_(self) -> str:  # how a result shows itself in a notebook cell
-        if self.planned:
-            return f"**planned, not run** (`{self.kind}`)\n\n```\n$ {self.cmdline}\n```"
-        out = (self.stdout or "").rstrip()
-        lines = out.splitlines()
-        if len(lines) > 40:
-            out = "\n".join(lines[:20] + [f"... ({len(lines) - 40} lines) ..."] + lines[-20:])
-        return f"`$ {self.cmdline}` → rc={self.rc} in {self.duration:.1f}s\n\n```\n{out}\n```"
 
 
 @dataclass
@@ -96,6 +50,8 @@ class Runner:
     #: seconds of silence after which a long command starts showing progress lines
     progress_after: float = 5.0
     history: list[CommandResult] = field(default_factory=list)
+    #: why this runner only plans (see :meth:`planning`); added to the note of each planned command
+    plan_reason: str | None = None
 
     # ---- commands -------------------------------------------------------------------
     def probe(self, argv: Sequence[str], **kw) -> CommandResult:
@@ -113,6 +69,14 @@ class Runner:
     def destructive(self, argv: Sequence[str], device: str, **kw) -> CommandResult:
         """Run a command that writes the block device ``device`` (needs confirmation)."""
         return self.run(argv, kind=DESTRUCTIVE, device=device, **kw)
+
+    def planning(self, reason: str | None = None) -> "Runner":
+        """This runner in plan mode: same journal, same history, same confirmations, nothing runs.
+
+        For commands a phase shows without running them in a real run (an install that is switched
+        off); they reach ``commands.jsonl`` as planned, with ``reason`` in their note.
+        """
+        return dataclasses.replace(self, plan=True, plan_reason=reason or self.plan_reason)
 
     def run(
         self,
@@ -145,24 +109,10 @@ class Runner:
                                                         f"exactly {device!r}")
             else:
                 self._guard(argv, device)
-        started = time.time()
         if self.plan and kind != PROBE:
-            result = CommandResult(
-                argv, kind, None, "", "", started, 0.0, planned=True,
-                cwd=str(cwd) if cwd else None, root=str(root) if root else None,
-                device=device, note=note,
-            )
-            self._record(result)
-            if not quiet:
-                self._say(f"[plan] {result.cmdline}")
-            return result
-
-        full_env = dict(os.environ)
-        for k in unset_env:
-            full_env.pop(k, None)
-        full_env.update(env or {})
-        full_env["LC_ALL"] = "C"
-        full_env.setdefault("DEBIAN_FRONTEND", "noninteractive")
+            return self._planned(argv, kind, cwd=cwd, root=root, device=device, note=note,
+                                 say=None if quiet else "")
+        full_env = _environment(env, unset_env, noninteractive=True)
         result = self._execute(argv, kind, cwd, full_env, timeout, input, progress, quiet)
         result.root, result.device, result.note = (str(root) if root else None), device, note
         self._record(result)
@@ -187,24 +137,17 @@ class Runner:
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("empty argv")
-        started = time.time()
         if self.plan:
-            result = CommandResult(argv, kind, None, "", "", started, 0.0, planned=True,
-                                   cwd=str(cwd) if cwd else None, note=note or "background")
-            self._record(result)
-            self._say(f"[plan] {result.cmdline} &")
-            return Background(self, argv, kind, None, started, cwd, note, planned_result=result)
-        full_env = dict(os.environ)
-        for k in unset_env:
-            full_env.pop(k, None)
-        full_env.update(env or {})
-        full_env["LC_ALL"] = "C"
+            result = self._planned(argv, kind, cwd=cwd, note=note or "background", say=" &")
+            return Background(self, argv, kind, None, result.started, cwd, note, planned_result=result)
+        # servers install nothing: spawn has never set DEBIAN_FRONTEND
+        full_env = _environment(env, unset_env, noninteractive=False)
+        started = time.time()
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         except FileNotFoundError as e:
-            result = CommandResult(argv, kind, 127, "", str(e), started, time.time() - started,
-                                   cwd=str(cwd) if cwd else None, note=note or "background")
+            result = _not_found(argv, kind, started, e, cwd, note=note or "background")
             self._record(result)
             raise CommandFailed(result) from None
         return Background(self, argv, kind, proc, started, cwd, note)
@@ -219,12 +162,9 @@ class Runner:
         path = Path(path)
         data = content.encode() if isinstance(content, str) else content
         argv = ["write", str(path), f"({len(data)} bytes" + (f", mode {mode:o})" if mode is not None else ")")]
-        started = time.time()
         if self.plan:
-            result = CommandResult(argv, CHANGE, None, _preview(data), "", started, 0.0, planned=True, note=note)
-            self._record(result)
-            self._say(f"[plan] write {path}")
-            return result
+            return self._planned(argv, CHANGE, note=note, stdout=_preview(data), shown=f"write {path}")
+        started = time.time()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.aios-tmp")
         tmp.write_bytes(data)
@@ -265,29 +205,22 @@ class Runner:
                 start_new_session=True,
             )
         except FileNotFoundError as e:
-            return CommandResult(argv, kind, 127, "", f"{e}", started, time.time() - started, cwd=str(cwd) if cwd else None)
+            return _not_found(argv, kind, started, e, cwd)
         out_chunks: list[str] = []
         err_chunks: list[str] = []
         state = {"last": "", "frac": None}
 
-        def pump(stream, chunks):
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", "replace")
-                chunks.append(line)
-                state["last"] = line.rstrip()[-160:] or state["last"]
-                if progress is not None:
-                    try:
-                        f = progress(line)
-                    except Exception:  # a progress parser must never break a build
-                        f = None
-                    if f is not None:
-                        state["frac"] = f
-            stream.close()
+        def on_line(line: str) -> None:
+            state["last"] = line.rstrip()[-160:] or state["last"]
+            if progress is not None:
+                try:
+                    f = progress(line)
+                except Exception:  # a progress parser must never break a build
+                    f = None
+                if f is not None:
+                    state["frac"] = f
 
-        threads = [threading.Thread(target=pump, args=(proc.stdout, out_chunks), daemon=True),
-                   threading.Thread(target=pump, args=(proc.stderr, err_chunks), daemon=True)]
-        for t in threads:
-            t.start()
+        threads = _start_pumps(proc, out_chunks, err_chunks, on_line)
         if input is not None:
             try:
                 proc.stdin.write(input.encode() if isinstance(input, str) else input)
@@ -304,7 +237,7 @@ class Runner:
                 elapsed = time.time() - started
                 if timeout is not None and elapsed > timeout:
                     timed_out = True
-                    _kill_group(proc)
+                    _terminate(proc, grace=5)
                     proc.wait()
                     break
                 if sink is not None and elapsed >= self.progress_after:
@@ -326,6 +259,21 @@ class Runner:
     def _say(self, text: str) -> None:
         print(text, flush=True)
 
+    def _planned(self, argv: list[str], kind: str, *, cwd=None, root=None, device: str | None = None,
+                 note: str | None = None, stdout: str = "", say: str | None = "",
+                 shown: str | None = None) -> CommandResult:
+        """Journal ``argv`` as planned (not run) and print ``[plan] ...`` unless ``say`` is None
+        (``say`` is appended to the line, ``shown`` replaces the command line in it)."""
+        if self.plan_reason:
+            note = f"{note}; {self.plan_reason}" if note else self.plan_reason
+        result = CommandResult(argv, kind, None, stdout, "", time.time(), 0.0, planned=True,
+                               cwd=str(cwd) if cwd else None, root=str(root) if root else None,
+                               device=device, note=note)
+        self._record(result)
+        if say is not None:
+            self._say(f"[plan] {shown or result.cmdline}{say}")
+        return result
+
     def planned(self) -> list[CommandResult]:
         return [r for r in self.history if r.planned]
 
@@ -345,17 +293,8 @@ class Background:
         self._err: list[str] = []
         self._threads: list[threading.Thread] = []
         if proc is not None:
-            for stream, chunks in ((proc.stdout, self._out), (proc.stderr, self._err)):
-                t = threading.Thread(target=self._pump, args=(stream, chunks), daemon=True)
-                t.start()
-                self._threads.append(t)
+            self._threads = _start_pumps(proc, self._out, self._err)
             _LIVE.add(self)
-
-    @staticmethod
-    def _pump(stream, chunks: list[str]) -> None:
-        for raw in iter(stream.readline, b""):
-            chunks.append(raw.decode("utf-8", "replace"))
-        stream.close()
 
     @property
     def planned(self) -> bool:
@@ -380,24 +319,8 @@ class Background:
         """SIGTERM the process group, wait up to ``timeout`` s, then SIGKILL; journal the result."""
         if self.result is not None:
             return self.result
-        import signal
-
         proc = self.proc
-        killed = False
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                killed = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+        killed = _terminate(proc, grace=timeout) if proc.poll() is None else False
         for t in self._threads:
             t.join(timeout=5)
         _LIVE.discard(self)
@@ -442,17 +365,62 @@ def _device_keys(device: str) -> set[str]:
     return keys
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _environment(env: Mapping[str, str] | None, unset_env: Iterable[str], noninteractive: bool) -> dict[str, str]:
+    """This process's environment less ``unset_env``, plus ``env``, with ``LC_ALL=C`` (parsable
+    output) and, for commands that run to completion, ``DEBIAN_FRONTEND=noninteractive``."""
+    full = dict(os.environ)
+    for k in unset_env:
+        full.pop(k, None)
+    full.update(env or {})
+    full["LC_ALL"] = "C"
+    if noninteractive:
+        full.setdefault("DEBIAN_FRONTEND", "noninteractive")
+    return full
+
+
+def _pump(stream, chunks: list[str], on_line: Callable[[str], None] | None = None) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace")
+        chunks.append(line)
+        if on_line is not None:
+            on_line(line)
+    stream.close()
+
+
+def _start_pumps(proc: subprocess.Popen, out: list[str], err: list[str],
+                 on_line: Callable[[str], None] | None = None) -> list[threading.Thread]:
+    """Threads that collect stdout and stderr line by line (so a pipe never fills up)."""
+    threads = [threading.Thread(target=_pump, args=(proc.stdout, out, on_line), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stderr, err, on_line), daemon=True)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _terminate(proc: subprocess.Popen, grace: float) -> bool:
+    """SIGTERM the process group, wait up to ``grace`` s, then SIGKILL. True when it was killed."""
     import signal
 
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=5)
-    except Exception:
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=grace)
+        return False
+    except subprocess.TimeoutExpired:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-        except Exception:
+        except OSError:
             pass
+        proc.wait()
+        return True
+
+
+def _not_found(argv: list[str], kind: str, started: float, err: OSError, cwd, note: str | None = None) -> CommandResult:
+    """The result of a program that does not exist: rc 127, as a shell says."""
+    return CommandResult(argv, kind, 127, "", str(err), started, time.time() - started,
+                         cwd=str(cwd) if cwd else None, note=note)
 
 
 def _preview(data: bytes, limit: int = 4000) -> str:

@@ -66,9 +66,9 @@ def boot_in_target(run, cfg: ConfigResult, built: BuildResult, inst: InstallPlan
 
     if run.params.target.kind == "none" or not run.params.kernel.install.enabled or (inst.planned and not run.plan):
         return None  # nothing was installed into a target
-    target = image.open_target(run)
     exp = boot_expectation(cfg, built, inst)
-    return target.verify(extra=exp, label="kernel-boot", cmdline_extra=list(run.params.kernel.install.cmdline))
+    return image.verify(run, image.start(run), extra=exp, label="kernel-boot",
+                        cmdline_extra=list(run.params.kernel.install.cmdline))
 
 
 def record(run, cfg: ConfigResult, built: BuildResult | None = None, booted=None,

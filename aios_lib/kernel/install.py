@@ -11,48 +11,13 @@ from .build import BuildResult
 from .config import ConfigResult
 from .source import KernelError, _make
 from .boot_check import guest_check_script
+from ..facts.boot import parse_bls_entry, parse_loader_default
+from ..system.bootloader import ENTRY_TOKEN, boot_entry, entry_with_options, loader_default
 
 
 # ---------------------------------------------------------------------------------------------
-# install into a target root + systemd-boot entry
+# install into a target root + systemd-boot entry (its text: system/bootloader.py)
 # ---------------------------------------------------------------------------------------------
-ENTRY_TOKEN = "synapse"  # phase 02's entry token (/etc/kernel/entry-token)
-
-
-def boot_entry(title: str, release: str, root_spec: str, cmdline: list[str], initrd: bool = True) -> str:
-    """A systemd-boot Type #1 entry (paths relative to the ESP), laid out as kernel-install does."""
-    lines = [f"title   {title} ({release})", f"version {release}",
-             f"linux   /{ENTRY_TOKEN}/{release}/linux"]
-    if initrd:
-        lines.append(f"initrd  /{ENTRY_TOKEN}/{release}/initrd")
-    lines.append("options " + " ".join([f"root={root_spec}", *cmdline]))
-    return "\n".join(lines) + "\n"
-
-
-def entry_with_options(entry_text: str, extra: list[str]) -> str:
-    """Pure: the BLS entry with ``extra`` appended to its ``options`` line (tokens already there,
-    by name, are not repeated)."""
-    out, done = [], False
-    for ln in entry_text.splitlines():
-        if ln.startswith("options") and not done:
-            toks = ln.split()[1:]
-            names = {t.split("=", 1)[0] for t in toks}
-            toks += [t for t in extra if t.split("=", 1)[0] not in names]
-            ln, done = "options " + " ".join(toks), True
-        out.append(ln)
-    if not done and extra:
-        out.append("options " + " ".join(extra))
-    return "\n".join(out) + "\n"
-
-
-def loader_default(conf_text: str, entry_name: str) -> str:
-    """Pure: loader.conf with ``default`` set to ``entry_name`` (the rest kept)."""
-    lines = [ln for ln in conf_text.splitlines() if not re.match(r"^\s*default\s", ln)]
-    at = next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))
-    lines.insert(at, f"default {entry_name}")
-    return "\n".join(lines) + "\n"
-
-
 @dataclass
 class InstallPlan:
     root: str
@@ -105,10 +70,9 @@ def install(run, cfg: ConfigResult, built: BuildResult, root: str | None = None,
     release = built.release or f"<release>{k.localversion}"
     runner = run.runner
     if not run.plan and (root is None or not ins.enabled or cfg.planned or built.planned):
-        from ..core.journal import Journal
-        from ..core.runner import Runner
-
-        runner = Runner(journal=Journal(None), plan=True, phase=run.phase)  # shown, never run
+        why = ("kernel.install.enabled is false" if not ins.enabled else "no target root" if root is None
+               else "the kernel was not built in this run")
+        runner = runner.planning(f"{why}: shown, not run")
     root = root or "/mnt/target"
     rootp = Path(root)
     esp = rootp / ins.esp.lstrip("/")
@@ -171,8 +135,6 @@ def install(run, cfg: ConfigResult, built: BuildResult, root: str | None = None,
 def read_back_install(root: Path, esp: Path, release: str, entry_name: str, extra: list[str], modules: bool,
                       make_default: bool) -> list[dict]:
     """What the target now holds for ``release``: files, modules, the entry and loader.conf."""
-    from ..system.bootloader import parse_bls_entry
-
     def row(item, requested, in_effect, ok):
         return {"item": item, "requested": requested, "in effect": in_effect, "ok": bool(ok)}
 
@@ -182,7 +144,7 @@ def read_back_install(root: Path, esp: Path, release: str, entry_name: str, extr
     kdir = esp / ENTRY_TOKEN / release
     initrds = sorted(p.name for p in kdir.glob("initrd*")) if kdir.exists() else []
     conf = (esp / "loader/loader.conf").read_text() if (esp / "loader/loader.conf").exists() else ""
-    default = next((ln.split(None, 1)[1].strip() for ln in conf.splitlines() if ln.startswith("default ")), None)
+    default = parse_loader_default(conf)
     mdir = root / "lib/modules" / release
     rows = [
         row("kernel in /boot", f"vmlinuz-{release}", f"vmlinuz-{release}" if (root / "boot" / f"vmlinuz-{release}").exists()
@@ -244,21 +206,21 @@ def install_into_target(run, cfg: ConfigResult, built: BuildResult, check: bool 
     if run.params.target.kind == "none" or not run.params.kernel.install.enabled \
             or (not run.plan and (cfg.planned or built.planned)):
         return install(run, cfg, built)
-    from ..system import image
+    from ..system import target
 
-    target = image.open_target(run)
+    spec = target.open_target(run)
     if run.plan:  # the same steps, mounts included, listed and not run
-        with target.mounted() as root:
-            return install(run, cfg, built, root=str(root))
-    if target.image is not None and not target.image.exists():
-        raise KernelError(f"{target.image} does not exist: build the target first (phase 02, e.g. phases: "
+        with target.mounted(run.runner, spec) as m:
+            return install(run, cfg, built, root=str(m.root))
+    if spec.image is not None and not spec.image.exists():
+        raise KernelError(f"{spec.image} does not exist: build the target first (phase 02, e.g. phases: "
                           f"[\"02\", \"03\"] in {run.params.source_file or 'the parameters'})")
-    with target.mounted() as root:
-        res = install(run, cfg, built, root=str(root), root_spec=_root_spec(run, root))
+    with target.mounted(run.runner, spec) as m:
+        res = install(run, cfg, built, root=str(m.root), root_spec=_root_spec(run, m.root))
         if check:
-            target.add_guest_check("kernel", guest_check_script(cfg))
-    if target.image is not None:  # the image now holds more than phase 02 built: say so
-        target._write_manifest(kernel_installed=res.release, kernel_entry=res.entry_name)
+            target.add_guest_check(run.runner, m, "kernel", guest_check_script(cfg))
+    # the image now holds more than phase 02 built: say so (nothing for a disk)
+    target.write_manifest(run.runner, spec, kernel_installed=res.release, kernel_entry=res.entry_name)
     return res
 
 

@@ -12,27 +12,13 @@ from pathlib import Path
 from typing import Any
 from . import hardening, readonly
 from ..core.paths import resolve_in_project
-from .image import SynapseImage, _read_manifest
+from ..facts._text import parse_cpulist
+from .image import SynapseImage, manifest as image_manifest
 
 
 SCHED_BATCH = "3"  # /proc/PID/sched "policy" (include/uapi/linux/sched.h)
 
 # ---- the boot check --------------------------------------------------------------------------------
-def parse_cpu_list(text: str | None) -> list[int]:
-    """``0-2,5`` -> [0, 1, 2, 5] (/proc/PID/status Cpus_allowed_list)."""
-    out: list[int] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out += list(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
-
-
 def synapse_rows(run, report: dict[str, str], manifest: dict) -> list[dict]:
     """Requested vs in effect for the service and the hardening, from ``AIOS-CHECK syn_*`` lines."""
     sp = run.params.service
@@ -57,7 +43,7 @@ def synapse_rows(run, report: dict[str, str], manifest: dict) -> list[dict]:
     row("cgroup memory.high", str(want_high), g("memory_high"), g("memory_high") == str(want_high))
     row("OOMScoreAdjust", str(sp.oom_score_adjust), g("oom_score_adj"), g("oom_score_adj") == str(sp.oom_score_adjust))
     cpus = (manifest.get("placement") or {}).get("cpus") or []
-    got_cpus = parse_cpu_list(g("cpus_allowed"))
+    got_cpus = parse_cpulist(g("cpus_allowed"))
     row("CPU affinity", ",".join(map(str, cpus)), g("cpus_allowed"), got_cpus == list(cpus))
     threads = (manifest.get("placement") or {}).get("threads")
     argv = (g("argv") or "").split()
@@ -162,11 +148,10 @@ def boot_check(run, disk: Path, label: str = "synapse-boot", manifest: dict | No
     from ..system import vm
 
     sp = run.params.service
-    manifest = manifest if manifest is not None else _read_manifest(resolve_in_project(run.params.target.image))
+    manifest = manifest if manifest is not None else image_manifest(resolve_in_project(run.params.target.image)).read()
     exp = None
     if base_rows:
-        t = image_mod.open_target(run)
-        exp = t.expectation()
+        exp = image_mod.expectation(run, image_mod.start(run))
         exp.cmdline = list(manifest.get("cmdline") or exp.cmdline)
         if sp.read_only_root:
             exp.root_fstype, exp.root_options = "overlay", []

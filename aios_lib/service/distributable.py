@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from ..core.paths import resolve_in_project
-from .image import SynapseImage, _read_manifest
+from .image import SynapseImage, manifest
 
 
 # ---- the distributable ---------------------------------------------------------------------------------
@@ -47,6 +47,8 @@ class Distributable:
 
 
 def parse_sha256sum(text: str) -> str | None:
+    """Pure: the digest in ``sha256sum FILE`` output. Not a fact: it reads the output of this
+    phase's own ``work`` command (the checksum file it ships), not the machine."""
     m = re.match(r"^([0-9a-f]{64})\s", text or "")
     return m.group(1) if m else None
 
@@ -66,7 +68,7 @@ def distributable(run, img: "SynapseImage | Path | None" = None) -> Distributabl
     s = r.work(["sha256sum", out.name], cwd=str(out.parent), note="its checksum")
     sha = parse_sha256sum(s.stdout) if not s.planned else None
     note = image.with_name("WRITE-TO-DISK.txt")
-    m = _read_manifest(image)
+    m = manifest(image).read()
     if sha:
         r.write_file(out.with_name(out.name + ".sha256"), s.stdout, note="sha256sum -c file")
         r.write_file(note, WRITE_NOTE.format(

@@ -13,26 +13,30 @@
 5. ``systemd-analyze verify`` / ``security`` inside the image tree (their rows kept in the image's
    manifest), and the guest check.
 
-The result is cached under ``~/.cache/synapse/synapse-os/<key>.img``, ``key`` a hash of the base
-image's key, the llama.cpp build, the model hash, the parameters and this phase's code.
+The result is cached under ``~/.cache/synapse/synapse-os/<key>/disk.img``, ``key`` a hash of the
+base image's key, the llama.cpp build, the model hash, the parameters and this phase's code; the
+base system it starts from under ``synapse-os-base/<base key>/disk.img`` (the newest two of each).
 :mod:`aios_lib.service.boot_check` boots it; :mod:`aios_lib.service.distributable` packs it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from . import hardening, install, model_gate, readonly, unit_checks, units
-from ..core.paths import PACKAGE_DIR, cache_dir
+from ..core import cache
+from ..core.paths import PACKAGE_DIR
+from ..facts import blockdev, rootfs
+from ..facts.base import gather
+from ..facts.boot import root_ref_of
+from ..system import target as target_mod
 
-
-#: what decides the content of the Synapse OS layer (part of the cache key)
+#: what decides the content of the Synapse OS layer (part of the cache key; a missing file is an error)
 SOURCES = ["service/units.py", "service/hardening.py", "service/readonly.py", "service/image.py", "service/install.py",
-           "params/service.py",
+           "params/service.py", "facts/blockdev.py", "facts/rootfs.py",
            "data/synapse-check.sh"]
+#: the manifest of the Synapse OS image, next to it
+MANIFEST = ".synapse-os.json"
 
 CHECK_SCRIPT = PACKAGE_DIR / "data" / "synapse-check.sh"
 
@@ -60,17 +64,11 @@ def llama_for_image(run):
                                 targets=["llama-server"]).build
 
 
-def _code_hash() -> dict:
-    return {f: hashlib.sha256((PACKAGE_DIR / f).read_bytes()).hexdigest()[:16] for f in SOURCES
-            if (PACKAGE_DIR / f).exists()}
-
-
 def synapse_key(run, base_key: str, build_key: str, model_sha: str) -> str:
     p = run.params
-    blob = json.dumps({"base": base_key, "llama": build_key, "model": model_sha,
-                       "service": p.service.model_dump(mode="json"), "machine": p.machine.model_dump(mode="json"),
-                       "chosen": run.recorded("05", "chosen"), "code": _code_hash()}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cache.key({"base": base_key, "llama": build_key, "model": model_sha,
+                      "service": p.service.model_dump(mode="json"), "machine": p.machine.model_dump(mode="json"),
+                      "chosen": run.recorded("05", "chosen"), "code": cache.code_hash(SOURCES)})
 
 
 def check_script(run) -> str:
@@ -106,16 +104,9 @@ class SynapseImage:
                 + "\n".join(f"- {s}" for s in self.steps))
 
 
-def _manifest_path(image: Path) -> Path:
-    return image.with_name(image.name + ".synapse-os.json")
-
-
-def _read_manifest(image: Path) -> dict:
-    p = _manifest_path(image)
-    try:
-        return json.loads(p.read_text()) if p.exists() and image.exists() else {}
-    except json.JSONDecodeError:
-        return {}
+def manifest(image: Path) -> target_mod.Manifest:
+    """The Synapse OS manifest of ``image`` (what built it; read as {} when missing)."""
+    return target_mod.Manifest(Path(image), MANIFEST)
 
 
 def build_image(run, force: bool = False) -> SynapseImage:
@@ -147,61 +138,53 @@ def build_image(run, force: bool = False) -> SynapseImage:
     if not (build.planned or model.planned):
         gate = model_gate.gate_model(model.path, p.runtime.model.sha256)
         run.record("model_gate", model_gate.asdict_gate(gate))
-    t = image_mod.open_target(run)
-    val = t.validate()
+    base = image_mod.start(run)
+    spec = base.spec
+    val = image_mod.validate(run, base)
     key = synapse_key(run, val.key, getattr(build, "key", "?"), p.runtime.model.sha256)
-    img = t.image
+    img = spec.image
     unit = units.llama_unit(run, Path(str(model.path)).name, budget, place)
     out = SynapseImage(img, key, "planned", unit=unit, cmdline=cmd_probe, planned=r.plan)
-    m = _read_manifest(img)
+    m = manifest(img).read()
     if not force and m.get("key") == key and m.get("complete"):
         out.state, out.steps = "up to date (same inputs: nothing rebuilt)", [f"{img} matches key {key}"]
         run.record("image", {"path": str(img), "key": key, "state": out.state})
         return out
-    cached = cache_dir("synapse-os") / f"{key}.img"
-    if not force and cached.exists():
-        r.change(["mkdir", "-p", str(img.parent)], quiet=True)
-        r.destructive(["cp", "--sparse=always", str(cached), str(img)], device=t.what,
-                      note="Synapse OS image with identical inputs from the cache")
-        r.write_file(_manifest_path(img), json.dumps({**json.loads(cached.with_suffix(".json").read_text()),
-                                                      "from_cache": str(cached)}, indent=2))
+    cached = target_mod.cached_image("synapse-os", key)
+    if not force and cached:
+        target_mod.restore_image(r, spec, cached, note="Synapse OS image with identical inputs from the cache")
+        manifest(img).write(r, {**target_mod.cached_info("synapse-os", key), "from_cache": str(cached)}, fresh=True)
         out.state, out.steps = "copied from the cache (same inputs)", [f"{cached} -> {img}"]
         run.record("image", {"path": str(img), "key": key, "state": out.state})
         return out
 
     # 1. the base system: this phase's cache of it, else phase 02's build (no boot: ours checks it too)
-    base_cache = cache_dir("synapse-os-base") / f"{val.key}.img"
-    if base_cache.exists() and not force:
-        r.change(["mkdir", "-p", str(img.parent)], quiet=True)
-        r.destructive(["cp", "--sparse=always", str(base_cache), str(img)], device=t.what,
-                      note="base system with identical inputs from the cache")
-        out.steps.append(f"base system from the cache ({base_cache.name})")
+    base_cache = target_mod.cached_image("synapse-os-base", val.key)
+    if base_cache and not force:
+        target_mod.restore_image(r, spec, base_cache, note="base system with identical inputs from the cache")
+        out.steps.append(f"base system from the cache ({val.key})")
     else:
-        t.prepare()
-        for s in image_mod.STEPS:
-            getattr(t, s)()
-        if not r.plan:
-            r.work(["cp", "--sparse=always", str(img), str(base_cache) + ".tmp"], note="base system into the cache")
-            r.work(["mv", str(base_cache) + ".tmp", str(base_cache)])
+        image_mod.prepare(run, base)
+        image_mod.run_steps(run, base)
+        target_mod.publish_image(r, img, "synapse-os-base", val.key, target_mod.read_manifest(spec))
         out.steps.append("base system built (phase 02 steps)")
     # the file is about to become Synapse OS: phase 02 must not take it for its own up-to-date image
-    t._write_manifest(complete=False, note="turned into Synapse OS by phase 06")
-    r.write_file(_manifest_path(img), json.dumps({"key": key, "complete": False}, indent=2))
+    target_mod.write_manifest(r, spec, complete=False, note="turned into Synapse OS by phase 06")
+    manifest(img).write(r, {"key": key, "complete": False}, fresh=True)
 
     # 2. the data partition
-    part = readonly.add_data_partition(run, img, t.what)
+    part = readonly.add_data_partition(run, img, spec.what)
     out.steps.append(f"partition {part.number} `{readonly.DATA_LABEL}` ({part.size_bytes / 2**30:.2f} GiB)"
                      + ("" if part.added else ", already there"))
 
     # 3-5. into the tree
-    with t.mounted() as root:
-        dev = partition_path(t.devices.disk, part.number)
-        have = r.probe(["blkid", "-p", "-o", "export", dev], check=False, quiet=True)
-        if "TYPE=xfs" not in (have.stdout or ""):
-            r.destructive(["mkfs.xfs", "-f", "-L", readonly.DATA_LABEL, dev], device=t.what)
-        t.stack.mount(dev, root / sp.data_dir.lstrip("/"), options="noatime")
-        uuid = r.probe(["blkid", "-p", "-s", "UUID", "-o", "value", dev], check=False, quiet=True).stdout.strip() \
-            or "<ai-data-uuid>"
+    with target_mod.mounted(r, spec) as mnt:
+        root = mnt.root
+        dev = partition_path(mnt.devices.disk, part.number)
+        if gather(r, blockdev.blkid(dev)).get("TYPE") != "xfs":
+            r.destructive(["mkfs.xfs", "-f", "-L", readonly.DATA_LABEL, dev], device=spec.what)
+        mnt.stack.mount(dev, root / sp.data_dir.lstrip("/"), options="noatime")
+        uuid = gather(r, blockdev.blkid(dev)).get("UUID") or "<ai-data-uuid>"
         if not uuid.startswith("<"):
             fstab = (root / "etc/fstab").read_text() if (root / "etc/fstab").exists() else ""
             r.write_file(root / "etc/fstab", readonly.add_fstab_line(fstab, readonly.fstab_line(uuid, sp.data_dir),
@@ -218,32 +201,25 @@ def build_image(run, force: bool = False) -> SynapseImage:
             run, root / "efi", make_default=True,
             options_for=lambda ref: hardening.security_cmdline(run, root_ref=ref or "PARTUUID=<root>",
                                                                read_only=sp.read_only_root).tokens)
-        out.cmdline = hardening.security_cmdline(run, root_ref=readonly.root_ref_of(out.entry.text) or "PARTUUID=<root>",
+        out.cmdline = hardening.security_cmdline(run, root_ref=root_ref_of(out.entry.text) or "PARTUUID=<root>",
                                                  read_only=sp.read_only_root)
         out.steps.append(f"boot entry {out.entry.name} (default): `{out.cmdline}`")
-        ls = r.probe(["sh", "-c", "lsinitrd /boot/initrd.img-* 2>/dev/null || true"], root=root, check=False, quiet=True)
-        out.initrd_volatile = readonly.initrd_has_volatile(ls.stdout) if not r.plan or ls.stdout else None
+        initrd = gather(r, rootfs.initrd_listing(root))
+        out.initrd_volatile = initrd["volatile_root"] if not r.plan or initrd["listing"] else None
         out.steps.append(f"initrd has systemd-volatile-root: {out.initrd_volatile}")
         out.checks = unit_checks.check_units(run, [unit], {}, root=root, record="units_in_image")
-        t.add_guest_check("synapse", check_script(run))
+        target_mod.add_guest_check(r, mnt, "synapse", check_script(run))
         r.change(["fstrim", str(root / sp.data_dir.lstrip("/"))], check=False, quiet=True)
-    manifest = {"key": key, "complete": True, "unit": unit.text, "entry": out.entry.text if out.entry else None,
-                "cmdline": out.cmdline.tokens if out.cmdline else None, "masked": out.masked,
-                # what was checked inside the tree, so a cache hit can show (and a test assert) it too
-                "units_in_image": [{**c.row(), "problems": c.verify.problems} for c in out.checks.attrs["checks"]],
-                "initrd_volatile": out.initrd_volatile,
-                "memory_high_bytes": budget.high_bytes, "placement": place.__dict__,
-                "model": {"file": Path(str(model.path)).name, "sha256": p.runtime.model.sha256},
-                "llama": {"bin_dir": str(build.bin_dir), "image_build": sp.image_build},
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    r.write_file(_manifest_path(img), json.dumps(manifest, indent=2))
-    if not r.plan:
-        r.work(["cp", "--sparse=always", str(img), str(cached) + ".tmp"], note="Synapse OS image into the cache")
-        r.work(["mv", str(cached) + ".tmp", str(cached)])
-        cached.with_suffix(".json").write_text(json.dumps(manifest, indent=2))
-        for old in sorted(cached.parent.glob("*.img"), key=lambda q: q.stat().st_mtime, reverse=True)[2:]:
-            old.unlink()
-            old.with_suffix(".json").unlink(missing_ok=True)
+    info = manifest(img).write(r, {
+        "key": key, "complete": True, "unit": unit.text, "entry": out.entry.text if out.entry else None,
+        "cmdline": out.cmdline.tokens if out.cmdline else None, "masked": out.masked,
+        # what was checked inside the tree, so a cache hit can show (and a test assert) it too
+        "units_in_image": [{**c.row(), "problems": c.verify.problems} for c in out.checks.attrs["checks"]],
+        "initrd_volatile": out.initrd_volatile,
+        "memory_high_bytes": budget.high_bytes, "placement": place.__dict__,
+        "model": {"file": Path(str(model.path)).name, "sha256": p.runtime.model.sha256},
+        "llama": {"bin_dir": str(build.bin_dir), "image_build": sp.image_build}}, fresh=True)
+    target_mod.publish_image(r, img, "synapse-os", key, info)
     out.state = "planned" if r.plan else "built"
     run.record("image", {"path": str(img), "key": key, "state": out.state, "steps": out.steps})
     return out

@@ -4,7 +4,8 @@ The root stays on disk, untouched: ``systemd.volatile=overlay`` makes the initrd
 overlay over it, so every write to ``/`` lands in RAM and is gone at the next boot. That option is
 implemented by ``systemd-volatile-root``, which only a systemd-based initrd runs: Debian's
 initramfs-tools ignores it silently (the root stays writable), dracut honours it; the base system
-builds its initrd with dracut and :func:`initrd_has_volatile` checks it is really in there.
+builds its initrd with dracut and phase 6 checks it is really in there
+(:func:`aios_lib.facts.rootfs.initrd_listing`).
 
 What must survive (models, results) lives on a third GPT partition ``ai-data`` (XFS) mounted at
 ``/var/ai-data`` from fstab. The image gets a boot entry of its own for the read-only mode
@@ -17,11 +18,15 @@ The ESP is FAT: this development machine's kernel cannot mount it, so entries ar
 """
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..facts import blockdev, boot
+from ..facts.base import gather
+from ..facts.boot import parse_bls, parse_loader_default, root_ref_of
+from ..system.bootloader import loader_default
 
 #: GPT type "Linux filesystem data"
 LINUX_FS_GUID = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -31,14 +36,6 @@ MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1"}
 
 
 # ---- the data partition ---------------------------------------------------------------------
-def parse_sfdisk_json(text: str) -> list[dict]:
-    """``sfdisk -J IMG`` -> partitions [{node, start, size, type, name, uuid}]."""
-    if not (text or "").strip():
-        return []
-    pt = json.loads(text).get("partitiontable", {})
-    return list(pt.get("partitions", []))
-
-
 def find_data_partition(parts: list[dict]) -> tuple[int, dict] | None:
     for i, p in enumerate(parts, 1):
         if p.get("name") == DATA_LABEL:
@@ -71,8 +68,7 @@ def add_data_partition(run, image: Path, device: str) -> DataPartition:
     """
     r = run.runner
     size = run.params.service.data_size
-    cur = r.probe(["sfdisk", "-J", str(image)], check=False, quiet=True)
-    parts = parse_sfdisk_json(cur.stdout) if cur.rc == 0 else []
+    parts = gather(r, blockdev.partitions(str(image)))
     hit = find_data_partition(parts)
     if hit:
         n, p = hit
@@ -82,8 +78,7 @@ def add_data_partition(run, image: Path, device: str) -> DataPartition:
                   note="the GPT backup header moves to the new end of the image")
     r.destructive(["sfdisk", "--append", "--no-reread", str(image)], device=device,
                   input=f'type={LINUX_FS_GUID}, name="{DATA_LABEL}"\n', note="partition for /var/ai-data")
-    after = r.probe(["sfdisk", "-J", str(image)], check=False, quiet=True)
-    hit = find_data_partition(parse_sfdisk_json(after.stdout)) if after.rc == 0 else None
+    hit = find_data_partition(gather(r, blockdev.partitions(str(image))))
     n = hit[0] if hit else max(len(parts), 2) + 1
     return DataPartition(n, size_bytes(size), added=True)
 
@@ -101,18 +96,6 @@ def add_fstab_line(fstab_text: str, line: str, data_dir: str) -> str:
 
 
 # ---- the boot entry -------------------------------------------------------------------------------
-def parse_bls(text: str) -> list[tuple[str, str]]:
-    """A BLS type 1 entry as (key, value) pairs in order."""
-    out = []
-    for ln in (text or "").splitlines():
-        ln = ln.strip()
-        if not ln or ln.startswith("#"):
-            continue
-        k, _, v = ln.partition(" ")
-        out.append((k, v.strip()))
-    return out
-
-
 def volatile_entry_text(entry_text: str, options: list[str] | None = None) -> str:
     """The read-only variant of a BLS entry: ``rw`` -> ``ro`` and ``systemd.volatile=overlay``
     (or exactly ``options``, e.g. :func:`aios_lib.service.hardening.security_cmdline`'s words)."""
@@ -135,19 +118,6 @@ def volatile_entry_text(entry_text: str, options: list[str] | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
-def loader_conf_default(text: str, entry: str) -> str:
-    """loader.conf with ``default`` set to ``entry`` (other lines kept)."""
-    kept = [ln for ln in (text or "").splitlines() if not ln.strip().startswith("default ")]
-    return f"default {entry}\n" + "\n".join(kept).strip("\n") + "\n"
-
-
-def parse_loader_default(text: str) -> str | None:
-    for ln in (text or "").splitlines():
-        if ln.strip().startswith("default "):
-            return ln.split(None, 1)[1].strip()
-    return None
-
-
 @dataclass
 class BootEntry:
     source: str
@@ -163,43 +133,31 @@ def install_volatile_entry(run, esp: str, make_default: bool = True) -> BootEntr
     """Read the default entry from the ESP partition ``esp`` (a block device or ``IMG@@OFFSET``),
     write its read-only twin next to it and make that the default. Plan-safe."""
     r = run.runner
-    conf = r.probe(["mtype", "-i", esp, "::/loader/loader.conf"], env=MTOOLS_ENV, check=False, quiet=True)
-    default = parse_loader_default(conf.stdout) if conf.rc == 0 else None
-    listing = r.probe(["mdir", "-b", "-i", esp, "::/loader/entries"], env=MTOOLS_ENV, check=False, quiet=True)
-    names = [Path(ln.strip()).name for ln in (listing.stdout or "").splitlines() if ln.strip().endswith(".conf")]
-    names = [n for n in names if n != RO_ENTRY]
+    loader = gather(r, boot.esp_loader(esp))
+    default = loader["default"]
+    names = [n for n in loader["entries"] if n != RO_ENTRY]
     source = default if default in names else (names[0] if names else None)
     if source is None:
         if run.plan:
             return BootEntry("<default entry>", RO_ENTRY, "(planned)\n", RO_ENTRY)
         raise RuntimeError(f"no boot entry found on {esp} under /loader/entries")
-    src = r.probe(["mtype", "-i", esp, f"::/loader/entries/{source}"], env=MTOOLS_ENV, quiet=True)
-    text = volatile_entry_text(src.stdout)
+    text = volatile_entry_text(gather(r, boot.esp_entry(esp, source)))
     stage = Path(tempfile.mkdtemp(prefix="synapse-esp-"))
-    (stage / RO_ENTRY).write_text(text)
+    r.write_file(stage / RO_ENTRY, text, note="staged for mcopy")
     r.destructive(["mcopy", "-o", "-i", esp, str(stage / RO_ENTRY), f"::/loader/entries/{RO_ENTRY}"],
                   device=run.params.target.what or esp, env=MTOOLS_ENV, note="read-only boot entry")
     new_default = default or source
     if make_default:
-        (stage / "loader.conf").write_text(loader_conf_default(conf.stdout, RO_ENTRY))
+        r.write_file(stage / "loader.conf", loader_default(loader["loader_conf"], RO_ENTRY, first=True),
+                     note="staged for mcopy")
         r.destructive(["mcopy", "-o", "-i", esp, str(stage / "loader.conf"), "::/loader/loader.conf"],
                       device=run.params.target.what or esp, env=MTOOLS_ENV, note="boot the read-only entry by default")
         new_default = RO_ENTRY
     if "@@" not in esp:
-        r.probe(["fsck.fat", "-n", esp], check=False, quiet=True)
+        gather(r, boot.fat_check(esp))
     entry = BootEntry(source, RO_ENTRY, text, new_default)
     run.record("boot_entry", {"source": source, "name": RO_ENTRY, "text": text, "default": new_default})
     return entry
-
-
-def root_ref_of(entry_text: str) -> str | None:
-    """``PARTUUID=...`` from the entry's ``root=`` word."""
-    for k, v in parse_bls(entry_text):
-        if k == "options":
-            for w in v.split():
-                if w.startswith("root="):
-                    return w[len("root="):]
-    return None
 
 
 def install_volatile_entry_dir(run, efi: Path, options_for=None, make_default: bool = True) -> BootEntry:
@@ -224,15 +182,10 @@ def install_volatile_entry_dir(run, efi: Path, options_for=None, make_default: b
     r.write_file(efi / "loader/entries" / RO_ENTRY, text, note="read-only root boot entry")
     new_default = default or source
     if make_default:
-        r.write_file(conf_path, loader_conf_default(conf, RO_ENTRY), note="boot the read-only entry by default")
+        r.write_file(conf_path, loader_default(conf, RO_ENTRY, first=True), note="boot the read-only entry by default")
         new_default = RO_ENTRY
     run.record("boot_entry", {"source": source, "name": RO_ENTRY, "text": text, "default": new_default})
     return BootEntry(source, RO_ENTRY, text, new_default)
-
-
-def initrd_has_volatile(lsinitrd_text: str) -> bool:
-    """Does ``lsinitrd`` list systemd-volatile-root (the unit that honours systemd.volatile=)?"""
-    return "systemd-volatile-root" in (lsinitrd_text or "")
 
 
 # ---- the double boot ----------------------------------------------------------------------------------

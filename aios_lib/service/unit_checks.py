@@ -97,27 +97,26 @@ def staging_root(run, units: list[Unit], executables: dict[str, Path | None], wh
     None puts a placeholder script there, for a program that is not bundled, e.g. ollama)."""
     r = run.runner
     root = Path(where or (Path(run.dir) / "unit-root"))
-    (root / "usr/lib/systemd").mkdir(parents=True, exist_ok=True)
+    # a tree in the run folder: it changes only the record, so it is work (planned in plan mode)
+    r.work(["mkdir", "-p", str(root / "usr/lib/systemd"), str(root / "usr/bin")], quiet=True)
     if not (root / "usr/lib/systemd/system").exists():
-        r.probe(["cp", "-a", "/usr/lib/systemd/system", str(root / "usr/lib/systemd/")], quiet=True)
+        r.work(["cp", "-a", "/usr/lib/systemd/system", str(root / "usr/lib/systemd/")], quiet=True,
+               note="this host's units, for systemd-analyze --root")
     for link, to in (("lib", "usr/lib"), ("bin", "usr/bin"), ("sbin", "usr/sbin")):
-        if not (root / link).exists():
-            (root / link).symlink_to(to)
-    (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+        if not (root / link).is_symlink():
+            r.work(["ln", "-s", to, str(root / link)], quiet=True)
     if not (root / "usr/bin/sha256sum").exists():
-        r.probe(["cp", "/usr/bin/sha256sum", str(root / "usr/bin/sha256sum")], quiet=True)
+        r.work(["cp", "/usr/bin/sha256sum", str(root / "usr/bin/sha256sum")], quiet=True)
     for u in units:
-        dest = root / "etc/systemd/system" / u.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(u.text)
+        r.write_file(root / "etc/systemd/system" / u.name, u.text, note="generated unit, to check")
     for exe, src in executables.items():
         dest = root / exe.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if src is None or not Path(src).exists():
-            dest.write_text("#!/bin/sh\n# placeholder: this program is not bundled (or not built yet)\nexit 1\n")
-            dest.chmod(0o755)
+            r.write_file(dest, "#!/bin/sh\n# placeholder: this program is not bundled (or not built yet)\nexit 1\n",
+                         mode=0o755, note="placeholder for a program that is not here")
         else:
-            r.probe(["cp", "-L", str(src), str(dest)], quiet=True)
+            r.work(["mkdir", "-p", str(dest.parent)], quiet=True)
+            r.work(["cp", "-L", str(src), str(dest)], quiet=True)
     return root
 
 

@@ -20,33 +20,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cmdline import Cmdline
-from ..core.runner import CommandResult, Runner
+from ..core.runner import Runner
+from ..facts import boot
+from ..facts.base import gather
 
+#: the entry token of every Synapse target (/etc/kernel/entry-token): entries are
+#: ``loader/entries/<token>-<kver>.conf``, kernels ``<token>/<kver>/linux`` on the ESP
 ENTRY_TOKEN = "synapse"
 RELAX = ["env", "SYSTEMD_RELAX_ESP_CHECKS=1"]
 
 
+# ---- the text of loader.conf and of boot entries (pure; facts/boot.py reads them) -------------
 def loader_conf(token: str = ENTRY_TOKEN, timeout: int = 0) -> str:
     return (f"# Synapse: no menu, boot the newest {token} entry (blueprint 1.1)\n"
             f"default {token}-*\ntimeout {timeout}\neditor no\nconsole-mode keep\n")
 
 
-def parse_bls_entry(text: str) -> dict[str, str]:
-    """Pure: a BLS entry as {key: value} (``options`` lines joined)."""
-    out: dict[str, str] = {}
-    for ln in (text or "").splitlines():
-        ln = ln.strip()
-        if not ln or ln.startswith("#"):
-            continue
-        k, _, v = ln.partition(" ")
-        v = v.strip()
-        out[k] = (out[k] + " " + v) if k in out and k == "options" else v
-    return out
+def loader_default(conf_text: str, entry_name: str, first: bool = False) -> str:
+    """Pure: loader.conf with ``default`` set to ``entry_name``, the other lines kept in order.
+
+    The line goes before the first line that is not a comment (so a leading comment stays on
+    top), or with ``first`` at the very top. systemd-boot reads both the same."""
+    lines = [ln for ln in (conf_text or "").splitlines() if not re.match(r"^\s*default\s", ln)]
+    if first:
+        return f"default {entry_name}\n" + "\n".join(lines).strip("\n") + "\n"
+    at = next((i for i, ln in enumerate(lines) if not ln.startswith("#")), len(lines))
+    lines.insert(at, f"default {entry_name}")
+    return "\n".join(lines) + "\n"
 
 
-def parse_mdir(text: str) -> list[str]:
-    """Pure: file and directory names from `mdir -b -/ -i IMG ::/` (one path per line)."""
-    return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("::/")]
+def with_extra_tokens(tokens: list[str], extra: list[str]) -> list[str]:
+    """Pure: ``tokens`` plus those of ``extra`` whose names (before ``=``) are not there yet."""
+    names = {t.split("=", 1)[0] for t in tokens}
+    return tokens + [t for t in extra if t.split("=", 1)[0] not in names]
+
+
+def boot_entry(title: str, release: str, root_spec: str, cmdline: list[str], initrd: bool = True,
+               token: str = ENTRY_TOKEN) -> str:
+    """A systemd-boot Type #1 entry (paths relative to the ESP), laid out as kernel-install does."""
+    lines = [f"title   {title} ({release})", f"version {release}", f"linux   /{token}/{release}/linux"]
+    if initrd:
+        lines.append(f"initrd  /{token}/{release}/initrd")
+    lines.append("options " + " ".join([f"root={root_spec}", *cmdline]))
+    return "\n".join(lines) + "\n"
+
+
+def entry_with_options(entry_text: str, extra: list[str]) -> str:
+    """Pure: the BLS entry with ``extra`` appended to its ``options`` line (tokens already there,
+    by name, are not repeated)."""
+    out, done = [], False
+    for ln in entry_text.splitlines():
+        if ln.startswith("options") and not done:
+            ln, done = "options " + " ".join(with_extra_tokens(ln.split()[1:], extra)), True
+        out.append(ln)
+    if not done and extra:
+        out.append("options " + " ".join(extra))
+    return "\n".join(out) + "\n"
 
 
 @dataclass
@@ -103,16 +132,8 @@ def read_back(runner: Runner, root: Path, cmdline: Cmdline, kver: str | None, to
     """What the ESP holds: loader, fallback loader, loader.conf, the entry and its options."""
     efi = root / "efi"
     entry_file = efi / "loader" / "entries" / f"{token}-{kver}.conf"
-
-    def cat(p: Path) -> str | None:
-        r = runner.probe(["cat", str(p)], check=False, quiet=True)
-        return r.stdout if r.rc == 0 else None
-
-    entry = parse_bls_entry(cat(entry_file) or "")
-    conf = cat(efi / "loader/loader.conf") or ""
-    listing = runner.probe(["find", str(efi), "-type", "f"], check=False, quiet=True).stdout
-    files = sorted(str(Path(p).relative_to(efi)) for p in listing.split() if p.startswith(str(efi)))
-    have_conf = dict(re.findall(r"^(\w[\w-]*)\s+(.*)$", conf, re.M))
+    esp = gather(runner, boot.esp_dir(efi, entry_file.name))
+    entry, conf, files, have_conf = esp["entry"], esp["loader_conf"], esp["files"], esp["loader"]
     checks = [
         _row("systemd-boot", "EFI/systemd/systemd-bootx64.efi", "EFI/systemd/systemd-bootx64.efi" in files),
         _row("fallback loader", "EFI/BOOT/BOOTX64.EFI", "EFI/BOOT/BOOTX64.EFI" in files),
@@ -139,13 +160,14 @@ def _row(item, requested, actual) -> dict:
     return {"item": item, "requested": requested, "in effect": actual, "ok": actual == requested}
 
 
-def copy_staged_esp(runner: Runner, staged: Path, esp_device: str, what: str) -> list[CommandResult]:
-    """Copy the staged ESP tree onto the FAT partition with mtools (no mount), then check it."""
+def copy_staged_esp(runner: Runner, staged: Path, esp_device: str, what: str) -> list[str]:
+    """Copy the staged ESP tree onto the FAT partition with mtools (no mount), check the FAT, and
+    return what it now holds."""
     top = sorted(p for p in (staged.iterdir() if staged.exists() else []))
     srcs = [str(p) for p in top] or [str(staged / "EFI"), str(staged / "loader"), str(staged / ENTRY_TOKEN)]
-    env = {"MTOOLS_SKIP_CHECK": "1"}
-    out = [runner.destructive(["mcopy", "-s", "-Q", "-o", "-i", esp_device, *srcs, "::/"], device=what, env=env,
-                              note="staged ESP -> FAT partition (no vfat driver needed)")]
-    out.append(runner.probe(["fsck.fat", "-n", esp_device], check=not runner.plan))
-    out.append(runner.probe(["mdir", "-/", "-b", "-i", esp_device, "::/"], env=env, check=False, quiet=True))
-    return out
+    runner.destructive(["mcopy", "-s", "-Q", "-o", "-i", esp_device, *srcs, "::/"], device=what,
+                       env={"MTOOLS_SKIP_CHECK": "1"}, note="staged ESP -> FAT partition (no vfat driver needed)")
+    fat = gather(runner, boot.fat_check(esp_device))
+    if not fat["ok"] and not runner.plan:
+        raise RuntimeError(f"fsck.fat -n {esp_device} found errors after copying the ESP:\n{fat['report'].strip()}")
+    return gather(runner, boot.esp_listing(esp_device))

@@ -14,13 +14,14 @@ bind mount of ``~/.cache/synapse/apt/<suite>`` while packages are installed.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .disk import MountStack
-from ..core.paths import cache_dir
+from ..core.paths import cache_path
 from ..core.runner import Runner
+from ..facts import rootfs
+from ..facts.base import gather
 
 #: what a Debian target needs to boot and hold the phase's settings (systemd-boot, zram, xfs, ...)
 DEBIAN_BASE = ["linux-image-amd64", "systemd", "systemd-sysv", "systemd-zram-generator", "xfsprogs", "udev", "dbus",
@@ -42,35 +43,9 @@ add_drivers+=" overlay xfs ext4 virtio_blk virtio_pci virtio_scsi nvme ahci sd_m
 """
 
 
-def parse_apt_mirror(text: str) -> str | None:
-    """Pure: the main Debian mirror from sources.list or deb822 .sources text."""
-    for ln in text.splitlines():
-        ln = ln.strip()
-        m = re.match(r"^URIs:\s*(\S+)", ln)
-        if m and "security" not in m.group(1):
-            return m.group(1)
-        m = re.match(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", ln)
-        if m and "security" not in m.group(1):
-            return m.group(1)
-    return None
-
-
 def host_debian_mirror(runner: Runner) -> str:
-    text = ""
-    for f in ["/etc/apt/sources.list", *sorted(str(p) for p in Path("/etc/apt/sources.list.d").glob("*.sources")),
-              *sorted(str(p) for p in Path("/etc/apt/sources.list.d").glob("*.list"))]:
-        r = runner.probe(["cat", f], check=False, quiet=True)
-        if r.rc == 0:
-            text += r.stdout + "\n"
-    return parse_apt_mirror(text) or "http://deb.debian.org/debian"
-
-
-def parse_kernel_versions(ls_output: str) -> list[str]:
-    """Pure: kernel versions from `ls /lib/modules` (newest last, by version order)."""
-    def key(v):
-        return [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)]
-    vers = [v for v in ls_output.split() if re.match(r"^\d+\.\d+", v)]
-    return sorted(vers, key=key)
+    """The main mirror this machine's apt uses (the same packages, from where they are reachable)."""
+    return gather(runner, rootfs.apt_sources(rootfs.host_apt_sources())) or "http://deb.debian.org/debian"
 
 
 @dataclass
@@ -98,8 +73,8 @@ def arch_packages(system) -> list[str]:
 
 
 def kernel_version(runner: Runner, root: Path) -> str | None:
-    r = runner.probe(["ls", str(root / "usr/lib/modules")], check=False, quiet=True)
-    vers = parse_kernel_versions(r.stdout) if r.rc == 0 else []
+    """The newest kernel ``root`` has modules for."""
+    vers = gather(runner, rootfs.kernel_versions(root))
     return vers[-1] if vers else None
 
 
@@ -118,13 +93,14 @@ def bootstrap(runner: Runner, root: Path, system, stack: MountStack) -> Bootstra
 
 def _debian(runner: Runner, root: Path, system, stack: MountStack) -> BootstrapResult:
     mirror = host_debian_mirror(runner) if system.mirror == "auto" else system.mirror
-    cache = cache_dir("debootstrap", f"{system.suite}-amd64")
+    cache = cache_path("debootstrap", f"{system.suite}-amd64")
+    apt_cache = cache_path("apt", system.suite)
+    runner.work(["mkdir", "-p", str(cache), str(apt_cache / "partial")], quiet=True,
+                note="package caches kept between runs")
     pkgs = debian_packages(system)
     runner.change(["debootstrap", "--variant=minbase", f"--cache-dir={cache}", f"--include={','.join(pkgs)}",
                    system.suite, str(root), mirror], progress=_debootstrap_progress, timeout=1800,
                   note="debootstrap: minimal Debian (package cache kept between runs)")
-    apt_cache = cache_dir("apt", system.suite)
-    (apt_cache / "partial").mkdir(exist_ok=True)
     archives = root / "var/cache/apt/archives"
     stack.bind(apt_cache, archives)
     try:

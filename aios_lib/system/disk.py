@@ -18,13 +18,13 @@ Quirks of machines like the development box, handled here:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.runner import Runner
+from ..facts import blockdev, boot
+from ..facts.base import gather
 
 
 class DiskRefused(PermissionError):
@@ -81,37 +81,6 @@ class Devices:
 
 
 # ---- safety ----------------------------------------------------------------------------------
-def parse_lsblk_in_use(lsblk_json: str, swaps: str = "") -> list[str]:
-    """Pure: reasons a disk (lsblk -J -o NAME,PATH,MOUNTPOINTS output) must not be erased."""
-    reasons = []
-    try:
-        data = json.loads(lsblk_json or "{}")
-    except json.JSONDecodeError:
-        return ["lsblk output unreadable"]
-    swap_devs = {ln.split()[0] for ln in swaps.splitlines()[1:] if ln.strip()}
-
-    def walk(node):
-        mps = [m for m in (node.get("mountpoints") or [node.get("mountpoint")]) if m]
-        path = node.get("path") or f"/dev/{node.get('name')}"
-        for m in mps:
-            reasons.append(f"{path} is mounted on {m}")
-        if path in swap_devs:
-            reasons.append(f"{path} is an active swap device")
-        for c in node.get("children") or []:
-            walk(c)
-
-    for dev in data.get("blockdevices", []):
-        walk(dev)
-    return reasons
-
-
-def disk_of(lsblk_pkname_output: str) -> str:
-    """Pure: the top-level disk name from `lsblk -s -n -o NAME,TYPE <dev>` (inverse tree)."""
-    names = [ln.split() for ln in lsblk_pkname_output.splitlines() if ln.strip()]
-    disks = [n[0].lstrip("`|-─└├│ ") for n in names if len(n) >= 2 and n[1] == "disk"]
-    return disks[-1] if disks else ""
-
-
 def check_disk(runner: Runner, device: str) -> dict:
     """Refuse (DiskRefused) a disk that is mounted, used as swap, or holds the running system.
 
@@ -123,20 +92,16 @@ def check_disk(runner: Runner, device: str) -> dict:
     if not info["present"]:
         info["note"] = f"{device} is not present on this machine: the real run checks it there"
         return info
-    ls = runner.probe(["lsblk", "-J", "-o", "NAME,PATH,TYPE,SIZE,MODEL,MOUNTPOINTS", real], check=False, quiet=True)
-    swaps = runner.probe(["cat", "/proc/swaps"], check=False, quiet=True).stdout
-    reasons = parse_lsblk_in_use(ls.stdout, swaps)
-    root_src = runner.probe(["findmnt", "-n", "-o", "SOURCE", "/"], check=False, quiet=True).stdout.strip()
+    use = gather(runner, blockdev.disk_in_use(real))
+    reasons = use["reasons"]
+    root_src = gather(runner, blockdev.ROOT_SOURCE)
     if root_src.startswith("/dev/"):
-        inv = runner.probe(["lsblk", "-s", "-n", "-o", "NAME,TYPE", root_src], check=False, quiet=True).stdout
-        root_disk = disk_of(inv)
+        root_disk = gather(runner, blockdev.disk_holding(root_src))
         if root_disk and Path(real).name == root_disk:
             reasons.append(f"{device} holds the running system (/ is {root_src})")
     info["in_use"] = reasons
-    try:
-        info["lsblk"] = json.loads(ls.stdout or "{}")
-    except json.JSONDecodeError:
-        pass
+    if use["lsblk"] is not None:
+        info["lsblk"] = use["lsblk"]
     if reasons:
         raise DiskRefused(f"refused: {device} is in use: " + "; ".join(reasons)
                           + ". Unmount it (or pick another disk) and rerun")
@@ -144,18 +109,6 @@ def check_disk(runner: Runner, device: str) -> dict:
 
 
 # ---- loop devices and mounts -----------------------------------------------------------------
-def parse_losetup_j(text: str) -> list[str]:
-    """Pure: loop devices from `losetup -j FILE` ("/dev/loop0: []: (/path)")."""
-    return [ln.split(":", 1)[0] for ln in text.splitlines() if ln.startswith("/dev/loop")]
-
-
-def parse_findmnt_targets(text: str, under: str) -> list[str]:
-    """Pure: mount points at or below ``under`` from `findmnt -rn -o TARGET`, deepest first."""
-    under = under.rstrip("/")
-    hits = [t.replace("\\x20", " ") for t in text.split() if t == under or t.startswith(under + "/")]
-    return sorted(set(hits), key=lambda t: t.count("/"), reverse=True)
-
-
 def mount_dir_for(what: str) -> Path:
     """Where a target is mounted while the phase works on it (one per target)."""
     key = hashlib.sha256(str(what).encode()).hexdigest()[:10]
@@ -168,12 +121,11 @@ def release_stale(runner: Runner, image: str | None, mount_dir: Path) -> list[st
     Returns what was released (empty when the target was clean). Planned in plan mode.
     """
     done = []
-    mnt = runner.probe(["findmnt", "-rn", "-o", "TARGET"], check=False, quiet=True).stdout
-    for t in parse_findmnt_targets(mnt, str(mount_dir)):
+    for t in gather(runner, blockdev.mount_targets(str(mount_dir))):
         runner.change(["umount", "-l", t], check=False, note="left mounted by an interrupted run")
         done.append(f"unmounted {t}")
     if image and Path(image).exists():
-        for loop in parse_losetup_j(runner.probe(["losetup", "-j", str(image)], check=False, quiet=True).stdout):
+        for loop in gather(runner, blockdev.loops_of(str(image))):
             runner.change(["partx", "-d", loop], check=False, quiet=True)
             runner.change(["losetup", "-d", loop], check=False, note="left attached by an interrupted run")
             done.append(f"detached {loop}")
@@ -258,21 +210,7 @@ class MountStack:
 # ---- facts about the target ------------------------------------------------------------------
 def vfat_available(runner: Runner) -> bool:
     """Can this kernel mount FAT? (No on the development machine: the ESP is then staged.)"""
-    fs = runner.probe(["cat", "/proc/filesystems"], check=False, quiet=True).stdout
-    if re.search(r"\bvfat\b", fs):
-        return True
-    r = runner.probe(["modprobe", "-n", "-q", "vfat"], check=False, quiet=True)
-    return r.rc == 0
-
-
-def parse_blkid_export(text: str) -> dict[str, str]:
-    """Pure: `blkid -o export DEV` -> {"UUID": ..., "PARTUUID": ..., "TYPE": ...}."""
-    out = {}
-    for ln in text.splitlines():
-        if "=" in ln:
-            k, v = ln.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
+    return gather(runner, boot.VFAT)
 
 
 def read_uuids(runner: Runner, devices: Devices) -> dict[str, dict[str, str]]:
@@ -280,9 +218,6 @@ def read_uuids(runner: Runner, devices: Devices) -> dict[str, dict[str, str]]:
     superblock itself, so it works without udev). Planned placeholders in plan mode."""
     out = {}
     for name, dev in (("esp", devices.esp), ("root", devices.root)):
-        r = runner.probe(["blkid", "-p", "-o", "export", dev], check=False, quiet=True)
-        vals = parse_blkid_export(r.stdout) if r.rc == 0 else {}
-        if "PART_ENTRY_UUID" in vals and "PARTUUID" not in vals:
-            vals["PARTUUID"] = vals["PART_ENTRY_UUID"]
+        vals = gather(runner, blockdev.blkid(dev))
         out[name] = vals or {"UUID": f"<{name}-uuid>", "PARTUUID": f"<{name}-partuuid>", "TYPE": "?"}
     return out

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.runner import Runner
+from ..facts.base import gather
+from ..facts.kernel import bracketed
+from ..facts.virt import kvm_trial
 
 GUEST_CHECK_TOKEN = "aios-guest-check"
 FIRMWARE = [  # (code, vars template): Debian/Ubuntu, Arch, Fedora
@@ -74,18 +77,11 @@ def detect_accel(runner: Runner, probe_seconds: float = 8.0) -> Accel:
         except FileNotFoundError as e:
             acc = Accel("tcg", str(e))
         else:
-            r = runner.probe([QEMU, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "256", "-nodefaults",
-                              "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-                              "-drive", f"if=pflash,format=raw,readonly=on,file={code}"],
-                             timeout=probe_seconds, check=False, quiet=True,
-                             note="does KVM work here? (a firmware boot must keep running)")
-            text = (r.stdout + r.stderr)
-            if r.timed_out and "KVM internal error" not in text and "failed to" not in text:
+            trial = gather(runner, kvm_trial(QEMU, code, probe_seconds))
+            if trial["usable"]:
                 acc = Accel("kvm", f"a KVM firmware boot ran {probe_seconds:.0f}s without error")
             else:
-                lines = text.strip().splitlines() or ["exited"]
-                why = next((ln for ln in lines if "KVM internal error" in ln or "failed to" in ln), lines[-1])
-                acc = Accel("tcg", f"KVM present but unusable: {why.strip()[:160]}")
+                acc = Accel("tcg", f"KVM present but unusable: {trial['why']}")
     _ACCEL_CACHE["accel"] = acc
     return acc
 
@@ -120,11 +116,6 @@ def parse_guest_report(serial: str) -> dict[str, str]:
         out[k.strip()] = v.strip()
     out["_begin"], out["_end"] = str(begin), str(end)
     return out
-
-
-def sysfs_choice(text: str | None) -> str | None:
-    m = re.search(r"\[([\w-]+)\]", text or "")
-    return m.group(1) if m else None
 
 
 def _size_mib(text: str | None) -> float | None:
@@ -173,10 +164,10 @@ def compare(report: dict[str, str], exp: Expectation) -> list[dict]:
     row("boot loader", exp.loader, loader or None, loader.startswith(exp.loader))
     got = parse_cmdline(report.get("cmdline", ""))
     row("kernel command line", " ".join(exp.cmdline), " ".join(got) if "cmdline" in report else None, got == exp.cmdline)
-    thp = sysfs_choice(report.get("thp"))
+    thp = bracketed(report.get("thp"))
     row("THP mode", exp.thp, thp, thp == exp.thp)
     if exp.zram_algorithm:
-        alg = sysfs_choice(report.get("zram_algorithm"))
+        alg = bracketed(report.get("zram_algorithm"))
         swaps = report.get("swaps", "")
         on = "/dev/zram0" in swaps
         row("zram swap", f"/dev/zram0 swap, {exp.zram_algorithm}", f"{'/dev/zram0 swap' if on else 'no zram swap'}, {alg}",
@@ -308,8 +299,8 @@ def boot(runner: Runner, disk: str | os.PathLike | None = None, *, kernel: str |
                      guest_check=guest_check, report_file=str(report_file), extra=extra_args)
     r = runner.work(argv, timeout=timeout, check=False, progress=_boot_progress,
                     note=f"verification boot ({accel.name})")
-    if vars_copy and not r.planned:
-        Path(vars_copy).unlink(missing_ok=True)
+    if vars_copy and not r.planned:  # (planned: it was never written)
+        runner.work(["rm", "-f", vars_copy], quiet=True, note="the variable store of that boot")
     if r.planned:
         return BootResult(argv, accel, None, 0.0, False, "", {}, planned=True)
     serial = r.stdout + ("\n[stderr]\n" + r.stderr if r.stderr.strip() else "")

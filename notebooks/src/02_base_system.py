@@ -43,14 +43,14 @@ if run.params.target.kind == "none":
     print("target.kind is 'none': phase 02 writes nothing. Run it with parameters/image-debian.yaml "
           "(an image) or a disk target; planning the blueprint's machine instead.")
     run = aios_lib.open_run("parameters/example-i7-arch.yaml", run_dir=run.dir, plan=True, phase="02")
-target = image.open_target(run)
-target
+base = image.start(run)
+base
 
 # %% [markdown]
 # ## 1. Check the parameters before anything runs
 #
-# Two lines of the blueprint do not work as written, and are caught here (the parameter file is
-# also checked when it loads):
+# Two lines of the blueprint do not work as written, and are caught when the parameter file loads
+# (so `aios check` refuses them too):
 #
 # * Section 1.4's mount options `noatime, nodiratime, discard=async, commit=60` on XFS: `commit=`
 #   is an ext4/btrfs journal option and `discard=async` is btrfs-only, so XFS refuses to mount with
@@ -60,9 +60,11 @@ target
 #   hands unknown words to init, which ignores them). `audit=0` is the real switch. Every name is
 #   checked against the kernel's documented parameters, and `mitigations=off` is accepted only
 #   when `machine.trusted_offline` is true: the record carries the warning.
+#
+# What is left to check here is the target itself and whether it must be built at all.
 
 # %%
-validation = target.validate()
+validation = image.validate(run, base)
 validation
 
 # %% [markdown]
@@ -74,7 +76,7 @@ validation
 # `~/.cache/synapse/base-image` is copied instead of rebuilt; anything else is rebuilt from scratch.
 
 # %%
-target.prepare()
+image.prepare(run, base)
 
 # %% [markdown]
 # ## 3. Partition (blueprint step 2)
@@ -83,7 +85,7 @@ target.prepare()
 # destructive command: without the confirmation it is refused and the target is left untouched.
 
 # %%
-target.partition()
+image.partition(run, base)
 
 # %% [markdown]
 # ## 4. Format (step 3)
@@ -92,7 +94,7 @@ target.partition()
 # `partx -a` on machines whose kernel creates no partition nodes (no udev, or no GPT support).
 
 # %%
-target.format()
+image.format(run, base)
 
 # %% [markdown]
 # ## 5. Mount
@@ -104,7 +106,7 @@ target.format()
 # partition with mtools at the end, as image builders do.
 
 # %%
-target.mount()
+image.mount(run, base)
 
 # %% [markdown]
 # ## 6. Bootstrap the minimal base (step 4)
@@ -117,7 +119,7 @@ target.mount()
 # needs a systemd-based initrd. Debian's default initramfs-tools silently ignores it.
 
 # %%
-target.bootstrap()
+image.bootstrap(run, base)
 
 # %% [markdown]
 # ## 7. Configure the root (step 5, sections 1.2, 1.5, 5.1, 5.3)
@@ -130,7 +132,7 @@ target.bootstrap()
 # current spelling of `zram-fraction = 1.0`), THP `madvise` and sysctl values for zram.
 
 # %%
-configured = target.configure()
+configured = image.configure(run, base)
 configured
 
 # %%
@@ -145,7 +147,7 @@ configured.data
 # `kernel-install` on upgrades, so the command line survives them.
 
 # %%
-boot_loader = target.install_bootloader()
+boot_loader = image.install_bootloader(run, base)
 boot_loader
 
 # %%
@@ -158,7 +160,7 @@ boot_loader.data
 # onto the FAT partition, and everything is unmounted and detached.
 
 # %%
-target.finish()
+image.finish(run, base)
 
 # %% [markdown]
 # ## 10. Prove it: boot and compare
@@ -169,7 +171,7 @@ target.finish()
 # in effect on the serial console and powers off. Any row that does not match fails the phase.
 
 # %%
-boot = target.verify()
+boot = image.verify(run, base)
 boot
 
 # %% [markdown]
