@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from . import hardening, install, model_gate, readonly, unit_checks, units
 from ..core.paths import PACKAGE_DIR, cache_dir
+from ..runtime.cpus import cpu_plan
 
 
 #: what decides the content of the Synapse OS layer (part of the cache key)
@@ -139,7 +140,7 @@ def build_image(run, force: bool = False) -> SynapseImage:
     # everything that can refuse, before anything is written
     cmd_probe = hardening.security_cmdline(run, read_only=sp.read_only_root)
     budget = units.memory_high(run)
-    place = units.placement(run)
+    place = cpu_plan(run, "service")
     build = llama_for_image(run)
     model = model_mod.provision(run)
     gate = None
@@ -228,7 +229,7 @@ def build_image(run, force: bool = False) -> SynapseImage:
         r.change(["fstrim", str(root / sp.data_dir.lstrip("/"))], check=False, quiet=True)
     manifest = {"key": key, "complete": True, "unit": unit.text, "entry": out.entry.text if out.entry else None,
                 "cmdline": out.cmdline.tokens if out.cmdline else None, "masked": out.masked,
-                "memory_high_bytes": budget.high_bytes, "placement": place.__dict__,
+                "memory_high_bytes": budget.high_bytes, "placement": place.placement(),
                 "model": {"file": Path(str(model.path)).name, "sha256": p.runtime.model.sha256},
                 "llama": {"bin_dir": str(build.bin_dir), "image_build": sp.image_build},
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
