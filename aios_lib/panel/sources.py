@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import psutil
 import requests
 
+from ..facts._text import parse_cpulist
 from .metrics import (Rate, RateMeter, Scrape, canonical_metrics, live_rate, missing_core_metrics, parse_metrics,
                       slot_progress)
 
@@ -355,21 +356,6 @@ def memory_view(proc: ProcessView | None) -> MemoryView:
         mv.cache = max(cache - model, 0)
         mv.other = max(used - mv.server_other, 0)
     return mv
-
-
-def parse_cpulist(text: str) -> list[int]:
-    """Kernel cpu list syntax: ``0-3,8,10-11`` -> [0, 1, 2, 3, 8, 10, 11]."""
-    out: list[int] = []
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
 
 
 def sibling_groups(sys_cpu: str | os.PathLike = "/sys/devices/system/cpu") -> list[list[int]]:
