@@ -3,36 +3,32 @@ kernel's ``/proc/config.gz``, Debian's ``linux-config-<version>`` package, a fil
 configured build tree names (``make -s kernelrelease``).
 
 The configuration text is copied into the build folder as it is (``.config`` is then parsed by
-:func:`aios_lib.kernel.kconfig.parse_config`, the file-format library), so its parse keeps the text.
-``required``: a real run stops at a failed read (the phase cannot go on without its base); a plan
-lists the read and goes on.
+:func:`aios_lib.kernel.kconfig.parse_config`, the file-format library): these are
+:func:`aios_lib.facts.files.read` facts. ``required``: a real run stops at a failed read (the phase
+cannot go on without its base); a plan lists the read and goes on (None).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
+from . import files
 from .base import Fact
-
-
-def _text(required: bool, name: str, argv: Sequence[str]) -> Fact:
-    return Fact(name=name, commands={"text": tuple(str(a) for a in argv)}, parse=lambda o: o.get("text") or "",
-                optional=frozenset() if required else frozenset({"text"}))
 
 
 def running_config(required: bool = True) -> Fact:
     """The running kernel's configuration (``CONFIG_IKCONFIG_PROC``)."""
-    return _text(required, "running kernel config", ("zcat", "/proc/config.gz"))
+    return files.read(("zcat", "/proc/config.gz"), "running kernel config", required)
 
 
 def distro_config(xz: str | Path, required: bool = True) -> Fact:
     """A Debian kernel flavour's configuration (``/usr/src/linux-config-<v>/config.<flavour>.xz``)."""
-    return _text(required, "distribution kernel config", ("xz", "-dc", str(xz)))
+    return files.read(("xz", "-dc", str(xz)), "distribution kernel config", required)
 
 
 def config_file(path: str | Path, required: bool = True) -> Fact:
     """A configuration file named by the parameters."""
-    return _text(required, "kernel config file", ("cat", str(path)))
+    return files.text(path, required)
 
 
 def parse_release(text: str | None) -> str:

@@ -127,3 +127,26 @@ def parse_running(text: str) -> list[str]:
         if parts and "." in parts[0]:
             units.append(parts[0])
     return units
+
+
+# ---- units of the running system ------------------------------------------------------------------
+def parse_unit_known(stderr: str | None, rc: str | None) -> bool:
+    """``systemctl cat UNIT``: the unit exists (a masked one counts: systemctl says so on stderr)."""
+    return rc == "0" or "masked" in (stderr or "")
+
+
+def unit_known(unit: str) -> Fact:
+    """Whether the running system has ``unit`` (``systemctl cat``)."""
+    return Fact(name=f"systemctl cat {unit}", commands={"cat": ("systemctl", "cat", unit)},
+                parse=lambda o: parse_unit_known(o.get("cat.stderr"), o.get("cat.rc")), status=frozenset({"cat"}))
+
+
+def unit_state(unit: str) -> Fact:
+    """``systemctl is-enabled UNIT``: ``enabled``, ``disabled``, ``masked``, ... ("" when it says nothing)."""
+    return Fact(name=f"systemctl is-enabled {unit}", commands={"state": ("systemctl", "is-enabled", unit)},
+                parse=lambda o: (o.get("state") or "").strip(), status=frozenset({"state"}))
+
+
+#: ``systemctl get-default``: the default target (None when systemctl says nothing)
+DEFAULT_TARGET = Fact(name="systemctl get-default", commands={"target": ("systemctl", "get-default")},
+                      parse=lambda o: (o.get("target") or "").strip() or None, status=frozenset({"target"}))

@@ -105,10 +105,10 @@ def read_modules_list(path: str | os.PathLike | None) -> list[str]:
     return mods
 
 
-def _write_base(run, cfg: Path, text: str, note: str) -> None:
+def _write_base(run, cfg: Path, text: str | None, note: str) -> None:
     """The base config into the build folder. A real run got the text or stopped at the read; a
-    plan lists the write only when the read gave something."""
-    if text or not run.plan:
+    plan lists the write when the read succeeded."""
+    if text is not None:
         run.runner.write_file(cfg, text, note=note)
 
 

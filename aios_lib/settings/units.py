@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..facts import gather, systemd
 from ._conf import host_path, read_text
 from .base import Setting
 
@@ -21,8 +22,7 @@ def _readlink(runner, path: Path) -> str | None:
 def unit_exists(runner, root: Path | None, unit: str) -> bool:
     """A unit file for ``unit`` exists in the root (a mask symlink counts as existing)."""
     if root is None:
-        r = runner.probe(["systemctl", "cat", unit], check=False, quiet=True)
-        return r.rc == 0 or "masked" in (r.stderr or "")
+        return gather(runner, systemd.unit_known(unit))
     return any(os.path.lexists(host_path(root, "/" + d) / unit) for d in UNIT_DIRS)
 
 
@@ -70,12 +70,7 @@ class MaskedUnits(Setting):
         if self.present is None:
             self.resolve(runner, root)
         if root is None:
-            out = []
-            for u in self.present:
-                r = runner.probe(["systemctl", "is-enabled", u], check=False, quiet=True)
-                if r.stdout.strip() == "masked":
-                    out.append(u)
-            return sorted(out)
+            return sorted(u for u in self.present if gather(runner, systemd.unit_state(u)) == "masked")
         return sorted(u for u in self.present
                       if _readlink(runner, host_path(root, "/etc/systemd/system") / u) == "/dev/null")
 
@@ -95,8 +90,7 @@ class DefaultTarget(Setting):
 
     def read(self, runner, root):
         if root is None:
-            r = runner.probe(["systemctl", "get-default"], check=False, quiet=True)
-            return r.stdout.strip() or None
+            return gather(runner, systemd.DEFAULT_TARGET)
         link = _readlink(runner, host_path(root, "/etc/systemd/system/default.target"))
         return Path(link).name if link else None
 
