@@ -10,8 +10,17 @@ from pathlib import Path
 
 from ..facts.llama import flash_attn_values
 from ..measure.experiment import Experiment, experiment
+from ..measure.llama_bench import BenchConfig
 from ..runtime.cpus import MEASURED, CpuPlan, cpu_plan
-from .inputs import Inputs, Sizes, cfg, inputs, sizes
+from .inputs import Inputs, Sizes, inputs, sizes
+
+
+def cfg(inp: Inputs, label: str, threads: int, sz: Sizes, *, model: dict | None = None, bench: str | None = None,
+        flags: dict | None = None, prompt=None, gen=None, reps=None, note: str = "") -> BenchConfig:
+    """One llama-bench configuration of phase 5: phase 4's binary and model unless named, the sizes of ``sz``."""
+    return BenchConfig(label=label, bench=bench or inp.bench, model=str((model or inp.model)["path"]), threads=threads,
+                       prompt=list(sz.prompt if prompt is None else prompt), gen=list(sz.gen if gen is None else gen),
+                       reps=sz.reps if reps is None else reps, flags=dict(flags or {}), note=note)
 
 
 def thread_sweep(run, inp: Inputs, sz: Sizes | None = None) -> Experiment:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..facts import gather, llama as llama_facts
 from ..facts.llama import default_threads
-from ..measure.llama_bench import BenchConfig
 from ..runtime import cpus
 
 
@@ -110,10 +109,3 @@ def sizes(run, inp: Inputs) -> Sizes:
         return Sizes([64], [16], 2, 2, threads, [32], [8], 2)
     return Sizes(list(b.prompt_sizes), list(b.gen_sizes), b.repetitions, b.rounds, threads, [128], [32],
                  max(2, min(b.repetitions, 3)))
-
-
-def cfg(inp: Inputs, label: str, threads: int, sz: Sizes, *, model: dict | None = None, bench: str | None = None,
-        flags: dict | None = None, prompt=None, gen=None, reps=None, note: str = "") -> BenchConfig:
-    return BenchConfig(label=label, bench=bench or inp.bench, model=str((model or inp.model)["path"]), threads=threads,
-                       prompt=list(sz.prompt if prompt is None else prompt), gen=list(sz.gen if gen is None else gen),
-                       reps=sz.reps if reps is None else reps, flags=dict(flags or {}), note=note)
