@@ -5,7 +5,7 @@ import re
 import pytest
 
 from aios_lib.core.runner import CommandFailed
-from aios_lib.facts import cpu, files, gather, kernel_tree, packages, sysctl, systemd
+from aios_lib.facts import cpu, files, gather, gpu, kernel_tree, packages, sysctl, systemd
 from aios_lib.facts.survey import load_fixture
 
 
@@ -74,3 +74,11 @@ def test_systemd_unit_reads(fixtures):
     assert systemd.parse_unit_known("", "0")
     # systemctl cat of a masked unit exits 1 and says so on stderr (systemd's message): it exists
     assert systemd.parse_unit_known("Unit ssh.service is masked.\n", "1")
+
+
+def test_gpu_usage(fixtures):
+    text = (fixtures / "panel" / "nvidia_smi_query_gpu.csv").read_text()
+    gpus = gpu.USAGE.parse({"query": text, "query.stderr": "", "query.rc": "0"})
+    assert gpus and gpus[0].index == 0 and gpus[0].total > gpus[0].used > 0
+    assert gpu.USAGE.parse({"query": "", "query.stderr": "not found", "query.rc": "127"}) is None  # no driver
+    assert gpu.USAGE.options["query"] == {"timeout": 5}

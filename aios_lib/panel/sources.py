@@ -19,7 +19,9 @@ from urllib.parse import urlparse
 import psutil
 import requests
 
+from ..facts import gather, gpu
 from ..facts._text import parse_cpulist
+from ..facts.gpu import GpuView, parse_nvidia_smi  # noqa: F401  (the panel's GPU rows)
 from .metrics import (Rate, RateMeter, Scrape, canonical_metrics, live_rate, missing_core_metrics, parse_metrics,
                       slot_progress)
 
@@ -373,43 +375,6 @@ def sibling_groups(sys_cpu: str | os.PathLike = "/sys/devices/system/cpu") -> li
     return [list(g) for g in sorted(groups, key=lambda g: g[0])]
 
 
-# ---- NVIDIA GPU -------------------------------------------------------------------------------
-NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=index,name,memory.used,memory.total,utilization.gpu",
-                "--format=csv,noheader,nounits"]
-
-
-@dataclass
-class GpuView:
-    index: int
-    name: str
-    used: int  # bytes
-    total: int
-    util: float | None = None
-
-
-def parse_nvidia_smi(text: str) -> list[GpuView]:
-    """``nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu
-    --format=csv,noheader,nounits`` -> GPUs (memory in MiB on the wire, bytes here)."""
-    out = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 4 or not parts[0].isdigit():
-            continue
-
-        def num(s):
-            try:
-                return float(s)
-            except ValueError:
-                return None
-
-        used, total = num(parts[2]), num(parts[3])
-        if used is None or total is None:
-            continue
-        out.append(GpuView(int(parts[0]), parts[1], int(used * 2**20), int(total * 2**20),
-                           num(parts[4]) if len(parts) > 4 else None))
-    return out
-
-
 # ---- everything the panel shows, in one poll --------------------------------------------------
 @dataclass
 class PanelState:
@@ -498,11 +463,10 @@ class Collector:
             from ..core.runner import Runner
 
             runner = self.runner = Runner(journal=Journal(None), phase="panel")
-        r = runner.probe(NVIDIA_QUERY, check=False, quiet=True, timeout=5)
+        self._gpus = gather(runner, gpu.USAGE)
         # the panel runs for hours: keep only the recent journal entries in memory
         del runner.history[:-50]
         del runner.journal.entries[:-50]
-        self._gpus = parse_nvidia_smi(r.stdout) if r.rc == 0 else None
         return self._gpus
 
     def collect(self) -> PanelState:
