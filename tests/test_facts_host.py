@@ -26,8 +26,8 @@ def test_cpu_counts_live(runner):
 
 
 def test_package_version(runner):
-    assert packages.parse_dpkg_status("install ok installed 6.1.192-3", "0") == "6.1.192-3"
-    assert packages.parse_dpkg_status("", "1") is None
+    assert packages.parse_dpkg_status("install ok installed 6.1.192-3", 0) == "6.1.192-3"
+    assert packages.parse_dpkg_status("", 1) is None
     assert gather(runner, packages.package_version("no-such-package-synapse")) is None
     have = gather(runner, packages.package_version("coreutils"))
     assert have and re.match(r"^\d", have)
@@ -51,12 +51,12 @@ def test_file_text(runner, tmp_path):
     (tmp_path / "empty").write_text("")
     assert gather(runner, files.text(tmp_path / "empty")) == ""  # empty, not missing
     assert gather(runner, files.text(tmp_path / "missing")) is None
-    assert files.parse_text({"text": "x", "text.stderr": "", "text.rc": "1"}) is None
+    assert files.parse_text({"text": "x", "text.stderr": "", "text.rc": 1}) is None
 
 
 def test_sysctl_value(runner):
-    assert sysctl.parse_value({"value": "1\n", "value.rc": "0"}) == "1"
-    assert sysctl.parse_value({"value": "", "value.rc": "255"}) is None
+    assert sysctl.parse_value({"value": "1\n", "value.rc": 0}) == "1"
+    assert sysctl.parse_value({"value": "", "value.rc": 255}) is None
     assert re.fullmatch(r"\d+", gather(runner, sysctl.value("kernel.pid_max")))
     assert gather(runner, sysctl.value("no.such.sysctl.synapse")) is None
 
@@ -66,19 +66,19 @@ def test_systemd_unit_reads(fixtures):
     # captured here: is-enabled of a masked unit (exit status 1), get-default, systemctl cat where
     # no systemd runs (the unit cannot be known)
     masked = (d / "systemctl-is-enabled-masked.txt").read_text()
-    assert systemd.unit_state("cron.service").parse({"state": masked, "state.rc": "1"}) == "masked"
+    assert systemd.unit_state("cron.service").parse({"state": masked, "state.rc": 1}) == "masked"
     target = (d / "systemctl-get-default.txt").read_text()
-    assert systemd.DEFAULT_TARGET.parse({"target": target, "target.rc": "0"}) == "graphical.target"
-    assert systemd.DEFAULT_TARGET.parse({"target": "", "target.rc": "1"}) is None
-    assert not systemd.parse_unit_known((d / "systemctl-cat-no-systemd.stderr.txt").read_text(), "1")
-    assert systemd.parse_unit_known("", "0")
+    assert systemd.DEFAULT_TARGET.parse({"target": target, "target.rc": 0}) == "graphical.target"
+    assert systemd.DEFAULT_TARGET.parse({"target": "", "target.rc": 1}) is None
+    assert not systemd.parse_unit_known((d / "systemctl-cat-no-systemd.stderr.txt").read_text(), 1)
+    assert systemd.parse_unit_known("", 0)
     # systemctl cat of a masked unit exits 1 and says so on stderr (systemd's message): it exists
-    assert systemd.parse_unit_known("Unit ssh.service is masked.\n", "1")
+    assert systemd.parse_unit_known("Unit ssh.service is masked.\n", 1)
 
 
 def test_gpu_usage(fixtures):
     text = (fixtures / "panel" / "nvidia_smi_query_gpu.csv").read_text()
-    gpus = gpu.USAGE.parse({"query": text, "query.stderr": "", "query.rc": "0"})
+    gpus = gpu.USAGE.parse({"query": text, "query.stderr": "", "query.rc": 0})
     assert gpus and gpus[0].index == 0 and gpus[0].total > gpus[0].used > 0
-    assert gpu.USAGE.parse({"query": "", "query.stderr": "not found", "query.rc": "127"}) is None  # no driver
-    assert gpu.USAGE.options["query"] == {"timeout": 5}
+    assert gpu.USAGE.parse({"query": "", "query.stderr": "not found", "query.rc": 127}) is None  # no driver
+    assert gpu.USAGE.timeouts == {"query": 5}

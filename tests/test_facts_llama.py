@@ -12,7 +12,7 @@ def test_bench_help(fixtures):
     assert llama.flash_attn_values({"choices": {"-fa": "<0|1>"}}) == ("1", "0")
     fact = llama.bench_help("/b/llama-bench")
     text = (fixtures / "bench" / "llama-bench-help.txt").read_text()
-    parsed = fact.parse({"help": text, "help.stderr": "", "help.rc": "0"})
+    parsed = fact.parse({"help": text, "help.stderr": "", "help.rc": 0})
     assert parsed["text"] == text and parsed["help"] == h
 
 
@@ -22,9 +22,9 @@ def test_server_help_flags(fixtures):
     assert {"-t", "--threads", "-lm", "--load-mode", "--metrics", "-np", "--parallel", "-c", "--host"} <= flags
     assert "--mlock" not in flags  # this llama.cpp has no --mlock (the load mode says it)
     fact = llama.help_flags("/opt/synapse/llama/llama-server")
-    assert fact.options["help"]["env"] == {"LD_LIBRARY_PATH": "/opt/synapse/llama"}
+    assert fact.env["help"] == {"LD_LIBRARY_PATH": "/opt/synapse/llama"} and fact.timeouts["help"] == 60
     # the program may print its help on stderr: both streams are read
-    assert fact.parse({"help": "", "help.stderr": text, "help.rc": "0"}) == flags
+    assert fact.parse({"help": "", "help.stderr": text, "help.rc": 0}) == flags
 
 
 def test_version_features_and_cmake_cache(fixtures):

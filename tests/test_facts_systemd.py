@@ -11,7 +11,7 @@ def test_verify_counts_ignored_lines_as_failures(fixtures):
     assert "Invalid memory limit '28G  # Leave 4GB for OS'" in v.problems[0]
     assert systemd.parse_verify("/etc/systemd/system/ollama.service", 0, "").ok
     fact = systemd.verify("/tmp/root", "ollama.service")
-    got = fact.parse({"verify": "", "verify.stderr": stderr, "verify.rc": "0"})
+    got = fact.parse({"verify": "", "verify.stderr": stderr, "verify.rc": 0})
     assert got.problems == v.problems and got.root == "/tmp/root" and not got.ok
     assert fact.commands["verify"] == ("systemd-analyze", "verify", "--root=/tmp/root", "ollama.service")
 
@@ -19,7 +19,7 @@ def test_verify_counts_ignored_lines_as_failures(fixtures):
 def test_security_fixture(fixtures):
     for name in ("security-llama-server.txt", "security-llama-server.C.txt"):
         text = (fixtures / "service" / name).read_text()
-        s = systemd.security("/r", "llama-server.service").parse({"security": text, "security.rc": "0"})
+        s = systemd.security("/r", "llama-server.service").parse({"security": text, "security.rc": 0})
         assert s.unit == "llama-server.service" and s.level in systemd.LEVEL_RANK
         assert s.exposure is not None and 0 <= s.exposure <= 10 and s.ok_or_better
         assert len(s.rows) > 60 and any(not r["set"] for r in s.rows)

@@ -1,4 +1,4 @@
-"""Facts about the compiler (and the status/options a fact may use): parses on captured output,
+"""Facts about the compiler (and the status and env a fact may use): parses on captured output,
 plus the live reads (read-only) through a real runner."""
 import re
 
@@ -8,10 +8,11 @@ from aios_lib.facts.base import Fact
 
 def test_status_commands_give_stdout_stderr_and_rc_without_raising(runner):
     fact = Fact("t", {"x": ("sh", "-c", "echo out; echo err >&2; exit 3")}, parse=dict, status=frozenset({"x"}))
-    assert gather_outputs(runner, fact) == {"x": "out\n", "x.stderr": "err\n", "x.rc": "3"}
-    fed = Fact("t", {"x": ("cat",)}, parse=lambda o: o["x"], options={"x": {"input": "fed on stdin"}})
-    assert gather(runner, fed) == "fed on stdin"
-    assert all(r.kind == "probe" for r in runner.history) and len(runner.history) == 2
+    assert gather_outputs(runner, fact) == {"x": "out\n", "x.stderr": "err\n", "x.rc": 3, "x.timed_out": False}
+    env = Fact("t", {"x": ("sh", "-c", "echo $SYNAPSE_T"), "y": ("sh", "-c", "echo ${SYNAPSE_T:-unset}")},
+               parse=dict, env={"x": {"SYNAPSE_T": "set for x"}})
+    assert gather(runner, env) == {"x": "set for x\n", "y": "unset\n"}  # only the command it is given to
+    assert all(r.kind == "probe" for r in runner.history) and len(runner.history) == 3
 
 
 def test_compiler_version_line_and_full_version(fixtures):
@@ -20,9 +21,9 @@ def test_compiler_version_line_and_full_version(fixtures):
     assert toolchain.parse_version_line((d / "cxx-version.txt").read_text()).startswith("c++ (Debian 12.2.0")
     assert toolchain.parse_version_line("") is None
     full = (d / "gcc-dumpfullversion.txt").read_text()
-    assert toolchain.parse_full_version(full, "0") == "12.2.0"
-    assert toolchain.parse_full_version("", "0") == "unknown"
-    assert toolchain.parse_full_version("", "127") == "none"  # not installed: what the kernel key hashed
+    assert toolchain.parse_full_version(full, 0) == "12.2.0"
+    assert toolchain.parse_full_version("", 0) == "unknown"
+    assert toolchain.parse_full_version("", 127) == "none"  # not installed: what the kernel key hashed
 
 
 def test_compiler_facts_live(runner):

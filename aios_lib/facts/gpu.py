@@ -96,9 +96,9 @@ def parse_nvidia_smi(text: str) -> list[GpuView]:
 
 
 def _usage(o: Mapping[str, str]) -> list[GpuView] | None:
-    return parse_nvidia_smi(o.get("query") or "") if o.get("query.rc") == "0" else None
+    return parse_nvidia_smi(o.get("query") or "") if o.get("query.rc") == 0 else None
 
 
 #: memory in use and utilisation per GPU; None where nvidia-smi is missing or fails
 USAGE = Fact(name="nvidia-smi usage", commands={"query": tuple(NVIDIA_QUERY)}, parse=_usage,
-             status=frozenset({"query"}), options={"query": {"timeout": 5}})
+             status=frozenset({"query"}), timeouts={"query": 5})

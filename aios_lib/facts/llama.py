@@ -90,7 +90,7 @@ def help_flags(program: str | Path) -> Fact:
     env = {"LD_LIBRARY_PATH": str(Path(program).resolve().parent)}
     return Fact(name=f"{Path(program).name} --help", commands={"help": (str(program), "--help")},
                 parse=lambda o: parse_help_flags(_both(o, "help")), status=frozenset({"help"}),
-                options={"help": {"env": env, "timeout": 60}})
+                env={"help": env}, timeouts={"help": 60})
 
 
 # ---- --version ----------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def features(bin_dir: str | Path) -> Fact:
     return Fact(name="ggml-cpu features",
                 commands={"probe": (sys.executable, "-c", FEATURES_PROBE, str(bin_dir))},
                 parse=lambda o: parse_features(o.get("probe") or ""), optional=frozenset({"probe"}),
-                options={"probe": {"timeout": 60}})
+                timeouts={"probe": 60})
 
 
 #: a model path that does not exist: llama-server prints its system_info and exits, loading nothing
@@ -165,7 +165,7 @@ def server_features(server: str | Path) -> Fact:
     return Fact(name="llama-server system_info",
                 commands={"server": (str(server), "-m", NO_MODEL, "--port", "0")},
                 parse=lambda o: parse_features(_both(o, "server")), status=frozenset({"server"}),
-                options={"server": {"timeout": 60}})
+                timeouts={"server": 60})
 
 
 # ---- the build folder and the source tree (files read by the caller) --------------------------------

@@ -4,11 +4,11 @@ from __future__ import annotations
 from .base import Fact
 
 
-def parse_dpkg_status(text: str | None, rc: str | None) -> str | None:
+def parse_dpkg_status(text: str | None, rc: int | None) -> str | None:
     """``dpkg-query -W -f='${Status} ${Version}' PKG`` -> the version when the package is installed
     (``install ok installed 6.1.192-3``), else None (unknown package: exit status 1)."""
     text = text or ""
-    if rc == "0" and "ok installed" in text:
+    if rc == 0 and "ok installed" in text:
         return text.split()[-1]
     return None
 

@@ -8,7 +8,7 @@ from .base import Fact
 
 def parse_value(o: Mapping[str, str]) -> str | None:
     """The value ``sysctl -n`` printed; None when the name is unknown (or not readable here)."""
-    return (o.get("value") or "").strip() if o.get("value.rc") == "0" else None
+    return (o.get("value") or "").strip() if o.get("value.rc") == 0 else None
 
 
 def value(name: str) -> Fact:

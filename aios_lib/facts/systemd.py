@@ -96,8 +96,7 @@ def parse_security(text: str) -> SecurityResult:
 
 
 def _verify(unit: str, root: str, o: Mapping[str, str]) -> VerifyResult:
-    rc = o.get("verify.rc")
-    v = parse_verify(unit, int(rc) if rc else None, o.get("verify.stderr") or "")
+    v = parse_verify(unit, o.get("verify.rc"), o.get("verify.stderr") or "")
     v.root = root
     return v
 
@@ -130,9 +129,9 @@ def parse_running(text: str) -> list[str]:
 
 
 # ---- units of the running system ------------------------------------------------------------------
-def parse_unit_known(stderr: str | None, rc: str | None) -> bool:
+def parse_unit_known(stderr: str | None, rc: int | None) -> bool:
     """``systemctl cat UNIT``: the unit exists (a masked one counts: systemctl says so on stderr)."""
-    return rc == "0" or "masked" in (stderr or "")
+    return rc == 0 or "masked" in (stderr or "")
 
 
 def unit_known(unit: str) -> Fact:

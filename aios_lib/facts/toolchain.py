@@ -23,10 +23,10 @@ def parse_version_line(text: str | None) -> str | None:
     return lines[0].strip() if lines else None
 
 
-def parse_full_version(text: str | None, rc: str | None) -> str:
+def parse_full_version(text: str | None, rc: int | None) -> str:
     """``gcc -dumpfullversion`` -> ``12.2.0``; ``unknown`` when it printed nothing, ``none`` when it
     failed or is not installed (the kernel build key has always hashed these words)."""
-    if rc != "0":
+    if rc != 0:
         return "none"
     return (text or "").strip() or "unknown"
 
@@ -79,9 +79,9 @@ def _cc1(o: Mapping[str, str]) -> dict[str, Any]:
 
 
 def native_cc1(cc: str = "gcc") -> Fact:
-    """The ``cc1`` line of ``<cc> -march=native -E -v -`` (empty input), parsed by :func:`parse_cc1`."""
+    """The ``cc1`` line of ``<cc> -march=native -E -v -`` (stdin is empty), parsed by :func:`parse_cc1`."""
     return Fact(name=f"{cc} -march=native (cc1)", commands={"cc1": (cc, "-march=native", "-E", "-v", "-")},
-                parse=_cc1, status=frozenset({"cc1"}), options={"cc1": {"input": ""}})
+                parse=_cc1, status=frozenset({"cc1"}))
 
 
 def native_options(cc: str = "gcc") -> Fact:
