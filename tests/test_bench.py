@@ -5,20 +5,13 @@ import math
 import pytest
 
 from aios_lib.benchmark import experiments
+from aios_lib.facts import llama as llama_facts, load
 from aios_lib.measure import experiment, llama_bench, stats
-
-
-def test_parse_help_of_the_built_binary(fixtures):
-    h = llama_bench.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
-    assert {"-t", "-p", "-n", "-r", "-o", "-fa", "-lm", "--load-mode", "--no-warmup", "--threads"} <= h["flags"]
-    assert "-mmp" not in h["flags"]  # gone from current llama-bench
-    assert llama_bench.default_threads(h) == 2
-    assert llama_bench.flash_attn_values(h) == ("on", "off")
-    assert llama_bench.flash_attn_values({"choices": {"-fa": "<0|1>"}}) == ("1", "0")
+from aios_lib.runtime import cpus
 
 
 def test_check_flags_refuses_unknown(fixtures):
-    h = llama_bench.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
+    h = llama_facts.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
     ok = llama_bench.BenchConfig("a", "/x/llama-bench", "/m.gguf", 2, flags={"-fa": "on", "-lm": "mmap"})
     llama_bench.check_flags(ok, h)
     bad = llama_bench.BenchConfig("a", "/x/llama-bench", "/m.gguf", 2, flags={"-mmp": "0"})
@@ -52,8 +45,13 @@ def test_parse_real_json(fixtures):
 
 
 def test_proc_stat_and_contention(fixtures):
-    snap = llama_bench.parse_proc_stat((fixtures / "bench" / "proc-stat-loadavg.txt").read_text())
+    text = (fixtures / "bench" / "proc-stat-loadavg.txt").read_text()
+    snap = llama_bench.snapshot(load.parse({"load": text}))
+    t = load.parse_proc_stat(text)
     assert snap["ncpu"] == 2 and snap["busy"] > 0 and len(snap["loadavg"]) == 3
+    # the benchmark's busy leaves steal out (reported apart); the idle-CPU check counts it
+    assert snap["busy"] == t.busy_excl_steal == t.busy_incl_steal - t.steal and snap["steal"] == t.steal
+    assert snap["idle"] == t.idle_all and snap["total"] == t.total
     before = {"busy": 1000, "steal": 0, "time": 100.0, "children_cpu": 5.0, "loadavg": [0.1, 0, 0]}
     quiet = llama_bench.load_during(before, {"busy": 1000 + 400, "steal": 0, "time": 102.0, "children_cpu": 9.0}, hz=100)
     assert quiet["own_cores"] == 2.0 and quiet["others_cores"] == 0.0 and not quiet["contended"]
@@ -106,17 +104,32 @@ def test_planned_experiment_renders():
     assert ex.best() is None
 
 
-def test_choose_prefers_measured_threads(fixtures):
+def test_choose_prefers_measured_threads(fixtures, make_run):
     ex = _fixture_experiment(fixtures)
     ex.extra["best"] = 1
-    ch = experiments.choose(ex, None, nproc=2, default_t=2)
+    h = llama_facts.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
+    run = make_run()
+    ch = experiments.choose(ex, None, cpus.cpu_plan(run, "bench", measured=ex.extra["best"], help_info=h))
     assert ch["threads"] == 1 and ch["flags"] == {} and "sweep" in ch["why"][0]
+    # nothing measured (plan mode): llama-bench's own default (2 in its --help), in the same words as before
+    ch = experiments.choose(ex, None, cpus.cpu_plan(run, "bench", help_info=h))
+    assert ch["threads"] == 2 and ch["why"] == ["threads 2: not measured (plan mode): llama-bench's default"]
+
+
+def test_thread_sweep_takes_the_best_count_from_the_winning_config(fixtures, make_run, monkeypatch):
+    run = make_run({"runtime": {"bench": {"threads": [1, 2]}}})
+    inp = experiments.Inputs(bench="/b/llama-bench", server="/b/llama-server", generic_bench=None,
+                             model={"path": "/m/model.gguf"}, quantized={}, synthetic={}, planned=False, nproc=2)
+    measured = _fixture_experiment(fixtures)  # t=1 has the highest clean tg in the capture
+    monkeypatch.setattr(experiments, "experiment", lambda *a, **kw: measured)
+    ex = experiments.thread_sweep(run, inp)
+    assert ex.best("tg") == "t=1" and ex.extra["best"] == 1 and ex.extra["threads"] == [1, 2]
 
 
 @pytest.mark.slow
 def test_real_llama_bench_run_through_bench(llama_build, smollm2, make_run):
     run = make_run({"runtime": {"bench": {"quick": True}}}, phase="05")
-    h = llama_bench.parse_help(run.runner.probe([str(llama_build.binary("llama-bench")), "--help"]).stdout)
+    h = llama_facts.parse_help(run.runner.probe([str(llama_build.binary("llama-bench")), "--help"]).stdout)
     confs = [llama_bench.BenchConfig("t=1", str(llama_build.binary("llama-bench")), str(smollm2.path), 1,
                                prompt=[32], gen=[8], reps=2)]
     ex = experiment.experiment(run, "smoke", "smoke", confs, rounds=2, help_info=h)

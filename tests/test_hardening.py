@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from aios_lib.facts import load
 from aios_lib.service import hardening
 from aios_lib.params import ParamsError
 from aios_lib.params.kernel_cmdline import MITIGATIONS_WARNING
@@ -54,14 +55,15 @@ def test_security_cmdline_keeps_words_already_there(make_run):
 
 
 def test_journald_dropin(make_run, tmp_path):
+    """Phase 06 shows the drop-in phase 02 writes: one implementation, the setting's."""
     run = make_run()
     text = hardening.journald_text(run)
     assert hardening.parse_journald_config(text) == {"Storage": "volatile", "SystemMaxUse": "50M",
                                                      "RuntimeMaxUse": "50M"}
-    from aios_lib.settings import apply_settings
+    from aios_lib.settings import apply_settings, journald
 
-    rows = apply_settings(run.runner, [hardening.journald_setting(run)], root=tmp_path)
-    assert rows[0].ok and (tmp_path / hardening.JOURNALD_DROPIN.lstrip("/")).read_text() == text
+    rows = apply_settings(run.runner, [journald.Journald(run.params.system.journald)], root=tmp_path)
+    assert rows[0].ok and (tmp_path / journald.PATH.lstrip("/")).read_text() == text
 
 
 def test_ssh_masked_when_local_only(make_run, tmp_path):
@@ -86,17 +88,24 @@ def test_mask_units_in_a_real_tree(make_run, tmp_path):
     assert link.is_symlink() and str(link.readlink()) == "/dev/null"
     assert (root / "etc/systemd/system/cron.service").is_symlink()
     assert "ssh.service" in rec["masked"]
+    # every unit is masked, installed or not; the record says which are installed in the tree
+    shipped = {u for u in rec["masked"] if (root / "usr/lib/systemd/system" / u).is_file()
+               and not (root / "usr/lib/systemd/system" / u).is_symlink()}
+    assert rec["installed_in_target"] == sorted(shipped) and set(rec["masked"]) - shipped
+    assert all((root / "etc/systemd/system" / u).is_symlink() for u in rec["masked"])
+    mask = [r for r in run.runner.history if r.argv[:2] == ["systemctl", f"--root={root}"]]
+    assert len(mask) == 1 and mask[0].note == "service reduction (blueprint 5.1)"
 
 
 def test_idle_cpu_from_proc_stat():
     before = (FIX / "proc-stat-before.txt").read_text()
     after = (FIX / "proc-stat-after.txt").read_text()
     res = hardening.idle_cpu(before, after, 5)
-    a, b = hardening.parse_proc_stat(before), hardening.parse_proc_stat(after)
+    a, b = load.parse_proc_stat(before), load.parse_proc_stat(after)
     total = b.total - a.total
     assert res.ticks == total and 0 <= res.busy_pct <= 100
     assert res.busy_ticks == total - (b.idle_all - a.idle_all)
     idle = hardening.idle_cpu("cpu  10 0 10 1000 0 0 0 0 0 0", "cpu  10 0 11 1999 0 0 0 0 0 0", 10)
     assert idle.busy_pct == pytest.approx(0.1) and not idle.meets_goal
     with pytest.raises(ValueError):
-        hardening.idle_cpu(after, before, 5) if b.total > a.total else hardening.parse_proc_stat("")
+        hardening.idle_cpu(after, before, 5) if b.total > a.total else load.parse_proc_stat("")

@@ -7,7 +7,8 @@ from aios_lib.settings._conf import parse_kv
 from aios_lib.settings.journald import Journald
 from aios_lib.settings.rootfiles import EmptyMachineId, Hostname
 from aios_lib.settings.sysctl import Sysctl
-from aios_lib.settings.thp import ThpMode, parse_sysfs_mode, parse_tmpfiles_mode
+from aios_lib.facts.kernel import bracketed
+from aios_lib.settings.thp import ThpMode, parse_tmpfiles_mode
 from aios_lib.settings.units import DefaultTarget, MaskedUnits, SerialAutologin
 from aios_lib.settings.zram import ZramGenerator
 from aios_lib.params import parse_params
@@ -57,7 +58,7 @@ def test_settings_apply_and_read_back_from_a_root(runner, tmp_path):
 
 
 def test_thp_parsers():
-    assert parse_sysfs_mode("always [madvise] never\n") == "madvise"
+    assert bracketed("always [madvise] never\n") == "madvise"  # the live mode: facts.kernel's parse
     assert parse_tmpfiles_mode("w /sys/kernel/mm/transparent_hugepage/enabled - - - - madvise\n") == "madvise"
     assert parse_tmpfiles_mode("# nothing\n") is None
 

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from aios_lib.facts import llama as llama_facts
 from aios_lib.runtime import llama
 
 
@@ -22,9 +23,9 @@ def test_build_key_changes_with_inputs():
 def test_parse_features_and_cmake_cache():
     line = ("system_info: n_threads = 2 (n_threads_batch = 2) / 2 | CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | "
             "AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | AVX512 = 1 | LLAMAFILE = 0 | OPENMP = 1 | REPACK = 1 |")
-    feats = llama.parse_features(line)
+    feats = llama_facts.parse_features(line)
     assert feats[:2] == ["SSE3", "SSSE3"] and "AVX2" in feats and "OPENMP" in feats and "LLAMAFILE" not in feats
-    cache = llama.parse_cmake_cache("// comment\nGGML_NATIVE:BOOL=ON\nCMAKE_BUILD_TYPE:STRING=Release\n")
+    cache = llama_facts.parse_cmake_cache("// comment\nGGML_NATIVE:BOOL=ON\nCMAKE_BUILD_TYPE:STRING=Release\n")
     assert cache == {"GGML_NATIVE": "ON", "CMAKE_BUILD_TYPE": "Release"}
 
 
@@ -165,7 +166,7 @@ def test_source_date_epoch_turns_native_default_off(llama_native, make_run, tmp_
         b = tmp_path / label
         run.runner.work(["cmake", "-S", str(src), "-B", str(b), "-G", "Ninja", *opts],
                         env=env, unset_env=[] if env else ["SOURCE_DATE_EPOCH"])
-        seen[label] = llama.parse_cmake_cache((b / "CMakeCache.txt").read_text())["GGML_NATIVE"]
+        seen[label] = llama_facts.parse_cmake_cache((b / "CMakeCache.txt").read_text())["GGML_NATIVE"]
     assert seen == {"epoch": "OFF", "clean": "ON"}
 
 

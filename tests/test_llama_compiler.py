@@ -1,9 +1,10 @@
 """Blueprint 2.2: -march=native parsing (captured gcc 12 output from the dev machine) and makepkg.conf."""
+from aios_lib.facts import toolchain
 from aios_lib.runtime import compiler
 
 
 def test_parse_help_target(fixtures):
-    opts = compiler.parse_help_target((fixtures / "llama" / "gcc12-march-native-help-target.txt").read_text())
+    opts = toolchain.parse_help_target((fixtures / "llama" / "gcc12-march-native-help-target.txt").read_text())
     assert opts["-march="] == "icelake-client"
     assert opts["-mavx2"] == "enabled" and opts["-mfma"] == "enabled" and opts["-mavx512f"] == "enabled"
     assert opts["-mavx512bf16"] == "disabled" and opts["-mamx-tile"] == "disabled"
@@ -11,7 +12,7 @@ def test_parse_help_target(fixtures):
 
 
 def test_parse_cc1(fixtures):
-    cc1 = compiler.parse_cc1((fixtures / "llama" / "gcc12-march-native-E-v.txt").read_text())
+    cc1 = toolchain.parse_cc1((fixtures / "llama" / "gcc12-march-native-E-v.txt").read_text())
     assert cc1["march"] == "icelake-client" and cc1["mtune"] == "generic"
     assert {"avx2", "fma", "f16c", "bmi2", "avx512vnni", "avx512vbmi"} <= set(cc1["enabled"])
     assert "avx512bf16" in cc1["disabled"] and "avxvnni" in cc1["disabled"]
@@ -19,7 +20,7 @@ def test_parse_cc1(fixtures):
 
 
 def test_native_target_rows_compare_with_cpu(fixtures):
-    cc1 = compiler.parse_cc1((fixtures / "llama" / "gcc12-march-native-E-v.txt").read_text())
+    cc1 = toolchain.parse_cc1((fixtures / "llama" / "gcc12-march-native-E-v.txt").read_text())
     flags = (fixtures / "llama" / "cpuinfo-flags.txt").read_text().split(":", 1)[1].split()
     t = compiler.NativeTarget("gcc 12", cc1["march"], cc1["mtune"], cc1["enabled"], cc1["disabled"], flags)
     rows = {r["isa"]: r for r in t.isa_rows()}

@@ -1,8 +1,11 @@
 """The inference service unit: generation, systemd-analyze verify/security, placement, memory, model gate."""
+import re
 from pathlib import Path
 
 import pytest
 
+from aios_lib.facts import llama as llama_facts, systemd
+from aios_lib.runtime import cpus
 from aios_lib.service import model_gate, unit_checks, units as service
 from aios_lib.service.units import ServiceError
 
@@ -72,13 +75,24 @@ def test_generated_units_have_the_requested_settings(make_run):
 def test_placement_prefers_benchmark_then_survey(make_run):
     run = _run(make_run)
     run.results.record("01", "survey", {"cpu": {"physical_cores": 6}, "memory": {"total_bytes": 16 * 2**30}})
-    p = service.placement(run)
+    p = cpus.cpu_plan(run, "service")
     assert (p.threads, p.cpus) == (6, [0, 1, 2, 3, 4, 5]) and "phase 01" in p.source
     run.results.record("05", "chosen", {"threads": 4, "cpus": [0, 1, 2, 3]})
-    p = service.placement(run)
+    p = cpus.cpu_plan(run, "service")
     assert (p.threads, p.cpus) == (4, [0, 1, 2, 3]) and "phase 05" in p.source
+    u = service.llama_unit(run, "m.gguf")  # the unit takes the same plan when given none
+    assert " -t 4 " in u.text and "CPUAffinity=0 1 2 3" in u.text and u.meta["placement_source"] == p.source
     run3 = _run(make_run, {"threads": 1, "cpus": [1]})
-    assert service.placement(run3).source.startswith("parameters")
+    assert cpus.cpu_plan(run3, "service").source.startswith("parameters")
+
+
+def test_memory_high_from_this_host_without_a_survey(make_run):
+    run = make_run({"service": {"memory_reserve_gib": 0.25}})
+    b = service.memory_high(run)
+    meminfo = [r for r in run.runner.history if r.argv == ["cat", "/proc/meminfo"]]
+    assert len(meminfo) == 1 and "this host's /proc/meminfo" in b.source
+    # what the inline regex read before MemTotal became the meminfo fact
+    assert b.ram_bytes == int(re.search(r"^MemTotal:\s+(\d+) kB", meminfo[0].stdout, re.M).group(1)) * 1024
 
 
 def test_memory_high_from_params_survey_and_refusal(make_run):
@@ -94,9 +108,9 @@ def test_memory_high_from_params_survey_and_refusal(make_run):
 
 def test_parse_security_fixture():
     for name in ("security-llama-server.txt", "security-llama-server.C.txt"):
-        s = unit_checks.parse_security((FIX / name).read_text())
+        s = systemd.parse_security((FIX / name).read_text())
         assert s.unit == "llama-server.service"
-        assert s.exposure is not None and s.level in unit_checks.LEVEL_RANK
+        assert s.exposure is not None and s.level in systemd.LEVEL_RANK
         assert len(s.rows) > 60 and any(not r["set"] for r in s.rows)
 
 
@@ -138,5 +152,5 @@ def test_unknown_server_option_is_caught(make_run, llama_build):
     run = _run(make_run, {"threads": 2, "cpus": [0, 1], "extra_args": ["--mlock"]})
     u = service.llama_unit(run, "m.gguf")
     assert unit_checks.check_arguments(run, u, llama_build.binary("llama-server")) == ["--mlock"]
-    flags = unit_checks.parse_help_flags("-t,    --threads N     threads\n-lm,   --load-mode MODE  x\n        - auto: mmap\n")
+    flags = llama_facts.parse_help_flags("-t,    --threads N     threads\n-lm,   --load-mode MODE  x\n        - auto: mmap\n")
     assert {"-t", "--threads", "-lm", "--load-mode"} <= flags and "-" not in flags

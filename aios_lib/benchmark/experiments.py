@@ -7,9 +7,20 @@ Each experiment is a list of llama-bench configurations measured in interleaved 
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..facts.llama import flash_attn_values
 from ..measure.experiment import Experiment, experiment
-from .inputs import Inputs, Sizes, cfg, inputs, sizes
-from ..measure.llama_bench import default_threads, flash_attn_values
+from ..measure.llama_bench import BenchConfig
+from ..runtime.cpus import MEASURED, CpuPlan, cpu_plan
+from .inputs import Inputs, Sizes, inputs, sizes
+
+
+def cfg(inp: Inputs, label: str, threads: int, sz: Sizes, *, model: dict | None = None, bench: str | None = None,
+        flags: dict | None = None, prompt=None, gen=None, reps=None, note: str = "") -> BenchConfig:
+    """One llama-bench configuration of phase 5: phase 4's binary and model unless named, the sizes of ``sz``."""
+    return BenchConfig(label=label, bench=bench or inp.bench, model=str((model or inp.model)["path"]), threads=threads,
+                       prompt=list(sz.prompt if prompt is None else prompt), gen=list(sz.gen if gen is None else gen),
+                       reps=sz.reps if reps is None else reps, flags=dict(flags or {}), note=note)
 
 
 def thread_sweep(run, inp: Inputs, sz: Sizes | None = None) -> Experiment:
@@ -21,8 +32,8 @@ def thread_sweep(run, inp: Inputs, sz: Sizes | None = None) -> Experiment:
                     notes=["threads are chosen by measured tg (token generation: what a chat user waits on); "
                            "pp is shown too"])
     ex.extra["threads"] = sz.threads
-    best = ex.best("tg")
-    ex.extra["best"] = int(best.split("=")[1]) if best else None
+    best = ex.best("tg")  # a label; its configuration holds the thread count
+    ex.extra["best"] = next(c["threads"] for c in ex.configs if c["label"] == best) if best else None
     return ex
 
 
@@ -37,12 +48,12 @@ def flash_attn_ab(run, inp: Inputs, threads: int, sz: Sizes | None = None) -> Ex
                       baseline="fa off")
 
 
-def choose(sweep: Experiment, fa: Experiment | None, nproc: int, default_t: int | None) -> dict:
-    """The runbook's configuration: the best measured threads, plus -fa when it measured better."""
-    threads = sweep.extra.get("best") or default_t or nproc
+def choose(sweep: Experiment, fa: Experiment | None, threads: CpuPlan) -> dict:
+    """The runbook's configuration: the thread count of ``threads`` (:func:`aios_lib.runtime.cpus.cpu_plan`
+    with the sweep's best), plus -fa when it measured better."""
     flags: dict[str, str] = {}
-    why = [f"threads {threads}: highest mean tg in the sweep" if sweep.extra.get("best")
-           else f"threads {threads}: not measured (plan mode): llama-bench's default"]
+    why = [f"threads {threads.threads}: highest mean tg in the sweep" if threads.source == MEASURED
+           else f"threads {threads.threads}: not measured (plan mode): llama-bench's default"]
     if fa is not None and not fa.planned:
         tg = [t for t in fa.tests() if t.startswith("tg")]
         if tg:
@@ -57,14 +68,13 @@ def choose(sweep: Experiment, fa: Experiment | None, nproc: int, default_t: int 
                 why.append(f"-fa {off_flag}: on was {c.ratio:.3f}x of off, CI {c.ci_low:.3f}-{c.ci_high:.3f}")
             else:
                 why.append(f"flash attention left at llama.cpp's default: {c.verdict}")
-    return {"threads": int(threads), "flags": flags, "why": why, "planned": sweep.planned}
+    return {"threads": int(threads.threads), "flags": flags, "why": why, "planned": sweep.planned}
 
 
 def three_way(run, inp: Inputs, chosen: dict, sz: Sizes | None = None) -> Experiment:
     """The blueprint's command, llama.cpp's defaults and the runbook's choice, in one interleaved run."""
     sz = sz or sizes(run, inp)
-    dt = default_threads(inp.help) if inp.help else None
-    dt = dt or inp.nproc
+    dt = cpu_plan(run, "bench", help_info=inp.help).threads  # nothing measured: llama-bench's default
     confs = [cfg(inp, "blueprint", inp.nproc, sz, note="-t $(nproc), spelled out"),
              cfg(inp, "defaults", dt, sz, note=f"no tuning flags; -t {dt} = llama-bench's own default"),
              cfg(inp, "runbook", chosen["threads"], sz, flags=chosen.get("flags"), note="; ".join(chosen.get("why", [])))]
@@ -131,9 +141,10 @@ def project_benchmark(params_file, quick: bool = False, run_dir=None):
     sz = sizes(run, inp)
     sweep = thread_sweep(run, inp, sz)
     run.record("thread_sweep", sweep.to_dict())
-    fa = flash_attn_ab(run, inp, sweep.extra.get("best") or inp.nproc, sz)
+    threads = cpu_plan(run, "bench", measured=sweep.extra.get("best"), help_info=inp.help)
+    fa = flash_attn_ab(run, inp, threads.threads, sz)
     run.record("flash_attn", fa.to_dict())
-    chosen = choose(sweep, fa, inp.nproc, default_threads(inp.help) if inp.help else None)
+    chosen = choose(sweep, fa, threads)
     run.record("chosen", chosen)
     three = three_way(run, inp, chosen, sz)
     run.record("three_way", three.to_dict())

@@ -3,10 +3,12 @@ from phase 4's cache, verified here, when 04 did not run in this run folder), an
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from ..measure.llama_bench import BenchConfig, default_threads, parse_help
+
+from ..facts import gather, llama as llama_facts
+from ..facts.llama import default_threads
+from ..runtime import cpus
 
 
 # ---- the phase's inputs and plan --------------------------------------------------------------
@@ -73,13 +75,11 @@ def inputs(run) -> Inputs:
             syn = {"quantized": {q: _d(model.quantize(run, b, s, q)) for q in rp.synthetic.quantizations}}
     bin_dir = Path(build["bin_dir"])
     planned = bool(build.get("planned")) or bool(mdl.get("planned")) or not (bin_dir / "llama-bench").exists()
-    nproc_r = run.runner.probe(["nproc"], quiet=True, check=False)
-    nproc = int(nproc_r.stdout.strip()) if nproc_r.stdout.strip().isdigit() else (os.cpu_count() or 1)
+    nproc = cpus.usable_cpus(run)
     help_text, help_info = "", None
     if (bin_dir / "llama-bench").exists():
-        h = run.runner.probe([str(bin_dir / "llama-bench"), "--help"], quiet=True, check=False)
-        help_text = h.stdout + h.stderr
-        help_info = parse_help(help_text)
+        h = gather(run.runner, llama_facts.bench_help(bin_dir / "llama-bench"))
+        help_text, help_info = h["text"], h["help"]
     gen_bench = None
     if generic:
         gen_bench = str(Path(generic["bin_dir"]) / "llama-bench")
@@ -104,15 +104,8 @@ class Sizes:
 def sizes(run, inp: Inputs) -> Sizes:
     """Test sizes from ``runtime.bench`` (``quick: true`` shrinks everything for the test suite)."""
     b = run.params.runtime.bench
-    threads = list(range(1, inp.nproc + 1)) if b.threads == "auto" else list(b.threads)
+    threads = cpus.sweep(run, inp.nproc)
     if b.quick:
         return Sizes([64], [16], 2, 2, threads, [32], [8], 2)
     return Sizes(list(b.prompt_sizes), list(b.gen_sizes), b.repetitions, b.rounds, threads, [128], [32],
                  max(2, min(b.repetitions, 3)))
-
-
-def cfg(inp: Inputs, label: str, threads: int, sz: Sizes, *, model: dict | None = None, bench: str | None = None,
-        flags: dict | None = None, prompt=None, gen=None, reps=None, note: str = "") -> BenchConfig:
-    return BenchConfig(label=label, bench=bench or inp.bench, model=str((model or inp.model)["path"]), threads=threads,
-                       prompt=list(sz.prompt if prompt is None else prompt), gen=list(sz.gen if gen is None else gen),
-                       reps=sz.reps if reps is None else reps, flags=dict(flags or {}), note=note)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.paths import PACKAGE_DIR, cache_dir
+from ..facts import gather, toolchain
 
 SOURCE = PACKAGE_DIR / "data" / "stream.c"
 CFLAGS = ["-O3", "-march=native", "-fopenmp"]
@@ -36,8 +37,7 @@ class StreamBuild:
 
 def build_stream(run, cc: str = "gcc") -> StreamBuild:
     """Compile stream.c (cached under ~/.cache/synapse/stream/<key>)."""
-    ver = run.runner.probe([cc, "--version"], quiet=True, check=False).stdout.splitlines()
-    compiler = ver[0] if ver else cc
+    compiler = gather(run.runner, toolchain.version_line(cc)) or cc  # hashed into the key
     src = SOURCE.read_bytes()
     key = hashlib.sha256(src + json.dumps([compiler, CFLAGS]).encode()).hexdigest()[:16]
     d = cache_dir("stream", key)

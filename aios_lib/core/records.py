@@ -74,3 +74,21 @@ class Results:
     def get(self, phase: str, key: str, default: Any = None) -> Any:
         self.data = read_json(self.path) or self.data
         return self.data.get(phase, {}).get(key, default)
+
+
+def find_value(obj: Any, key: str) -> Any:
+    """The first non-None value of ``key`` anywhere in a nested record (dicts and lists, depth
+    first): records keep evolving shapes, so a reader looks for the key, not for its path."""
+    if isinstance(obj, dict):
+        if key in obj and obj[key] is not None:
+            return obj[key]
+        for v in obj.values():
+            hit = find_value(v, key)
+            if hit is not None:
+                return hit
+    elif isinstance(obj, list):
+        for v in obj:
+            hit = find_value(v, key)
+            if hit is not None:
+                return hit
+    return None

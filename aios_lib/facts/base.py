@@ -29,6 +29,8 @@ class Fact:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     #: run the commands inside this root (a target being built), not on this machine
     root: str | None = None
+    #: name -> environment that command needs besides the runner's (a launcher's LD_LIBRARY_PATH)
+    env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def gather_outputs(runner: Runner, fact: Fact,
@@ -42,8 +44,9 @@ def gather_outputs(runner: Runner, fact: Fact,
     where = {"root": fact.root} if fact.root else {}
     for key, argv in fact.commands.items():
         argv = tuple(argv)
+        kw = {**where, "env": dict(fact.env[key])} if fact.env.get(key) else where
         if key in fact.status:
-            r = runner.probe(list(argv), check=False, quiet=True, timeout=fact.timeouts.get(key), **where)
+            r = runner.probe(list(argv), check=False, quiet=True, timeout=fact.timeouts.get(key), **kw)
             outputs.update({key: r.stdout, f"{key}.rc": r.rc, f"{key}.timed_out": r.timed_out,
                             f"{key}.stderr": r.stderr})
             continue
@@ -52,10 +55,10 @@ def gather_outputs(runner: Runner, fact: Fact,
             continue
         fallback = fact.fallbacks.get(key)
         lenient = key in fact.optional or fallback is not None
-        r = runner.probe(list(argv), check=not lenient, quiet=True, timeout=fact.timeouts.get(key), **where)
+        r = runner.probe(list(argv), check=not lenient, quiet=True, timeout=fact.timeouts.get(key), **kw)
         out = r.stdout if r.rc == 0 else ""
         if r.rc != 0 and fallback is not None:
-            r = runner.probe(list(fallback), check=key not in fact.optional, quiet=True, **where)
+            r = runner.probe(list(fallback), check=key not in fact.optional, quiet=True, **kw)
             out = r.stdout if r.rc == 0 else ""
         outputs[key] = out
         if cache is not None and not fact.root:

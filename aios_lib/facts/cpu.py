@@ -275,3 +275,31 @@ FACT = Fact(
     optional=frozenset({"cpu_core", "cpu_atom", "cpu_capacity", "cache"}),
     fallbacks={"lscpu": ("lscpu",)},  # util-linux < 2.30 has no -J
 )
+
+
+# ---- small facts for one value -------------------------------------------------------------------
+def parse_flags(o: Mapping[str, str]) -> list[str]:
+    """/proc/cpuinfo -> the ``flags`` of the first processor (what CPUID advertises)."""
+    blocks = parse_cpuinfo(o.get("cpuinfo"))
+    return blocks[0].get("flags", "").split() if blocks else []
+
+
+#: the ISA flags of /proc/cpuinfo, without the rest of the survey
+FLAGS = Fact(name="cpu flags", commands={"cpuinfo": ("cat", "/proc/cpuinfo")}, parse=parse_flags,
+             optional=frozenset({"cpuinfo"}))
+
+
+def parse_count(text: str | None) -> int | None:
+    """``nproc`` -> 2; None when it printed no number."""
+    t = (text or "").strip()
+    return int(t) if t.isdigit() else None
+
+
+#: CPUs this process may run on (``nproc``: affinity and cgroup cpusets count): the one CPU count
+#: thread counts and build jobs start from (:mod:`aios_lib.runtime.cpus`)
+USABLE_CPUS = Fact(name="usable cpus", commands={"nproc": ("nproc",)},
+                   parse=lambda o: parse_count(o.get("nproc")), optional=frozenset({"nproc"}))
+
+#: CPUs installed (``nproc --all``): the verification's smoke run uses every one of them
+ALL_CPUS = Fact(name="all cpus", commands={"nproc": ("nproc", "--all")},
+                parse=lambda o: parse_count(o.get("nproc")), optional=frozenset({"nproc"}))

@@ -1,8 +1,10 @@
-"""GPUs: PCI display/3D controllers (lspci -mm -nn) and, where the driver is there, nvidia-smi."""
+"""GPUs: PCI display/3D controllers (lspci -mm -nn) and, where the driver is there, nvidia-smi
+(the survey's names and sizes; :data:`USAGE`, the memory in use and the load the panel polls)."""
 from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .base import Fact
@@ -54,3 +56,49 @@ FACT = Fact(
     parse=parse,
     optional=frozenset({"lspci", "nvidia_smi"}),
 )
+
+
+# ---- what the GPUs are doing (the panel polls it) --------------------------------------------
+NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=index,name,memory.used,memory.total,utilization.gpu",
+                "--format=csv,noheader,nounits"]
+
+
+@dataclass
+class GpuView:
+    index: int
+    name: str
+    used: int  # bytes
+    total: int
+    util: float | None = None
+
+
+def parse_nvidia_smi(text: str) -> list[GpuView]:
+    """``nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu
+    --format=csv,noheader,nounits`` -> GPUs (memory in MiB on the wire, bytes here)."""
+    out = []
+    for line in text.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4 or not parts[0].isdigit():
+            continue
+
+        def num(s):
+            try:
+                return float(s)
+            except ValueError:
+                return None
+
+        used, total = num(parts[2]), num(parts[3])
+        if used is None or total is None:
+            continue
+        out.append(GpuView(int(parts[0]), parts[1], int(used * 2**20), int(total * 2**20),
+                           num(parts[4]) if len(parts) > 4 else None))
+    return out
+
+
+def _usage(o: Mapping[str, str]) -> list[GpuView] | None:
+    return parse_nvidia_smi(o.get("query") or "") if o.get("query.rc") == 0 else None
+
+
+#: memory in use and utilisation per GPU; None where nvidia-smi is missing or fails
+USAGE = Fact(name="nvidia-smi usage", commands={"query": tuple(NVIDIA_QUERY)}, parse=_usage,
+             status=frozenset({"query"}), timeouts={"query": 5})

@@ -79,3 +79,8 @@ FACT = Fact(
     parse=parse,
     optional=frozenset({"dmidecode"}),
 )
+
+
+#: /proc/meminfo alone ({key: bytes}), for a value the survey did not record
+MEMINFO = Fact(name="meminfo", commands={"meminfo": ("cat", "/proc/meminfo")},
+               parse=lambda o: parse_meminfo(o.get("meminfo")))

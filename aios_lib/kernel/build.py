@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from pathlib import Path
 from . import kconfig
 from ..core import cache
 from ..core.paths import cache_dir
+from ..facts import gather, kernel_tree, toolchain
+from ..runtime.cpus import build_jobs
 from .config import ConfigResult
 from .source import _make
 
@@ -91,13 +92,8 @@ class BuildResult:
 
 
 def compiler_version(run) -> str:
-    r = run.runner.probe(["gcc", "-dumpfullversion"], check=False, quiet=True)
-    return (r.stdout.strip() or "unknown") if r.rc == 0 else "none"
-
-
-def _jobs(run) -> int:
-    j = run.params.kernel.jobs
-    return os.cpu_count() or 1 if j == "auto" else int(j)
+    """``gcc -dumpfullversion`` (``unknown``/``none`` when it says nothing or is missing): the key hashes it."""
+    return gather(run.runner, toolchain.full_version("gcc"))
 
 
 def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
@@ -112,7 +108,8 @@ def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
     bdir = entry.path
     image = bdir / "arch/x86/boot/bzImage"
     make_targets = {"bzImage": ["bzImage"], "all": ["all"], "bindeb-pkg": ["bindeb-pkg"]}[target]
-    argv = _make(cfg.source, bdir, *make_targets, extra=[f"-j{_jobs(run)}", f"LOCALVERSION={k.localversion}"])
+    argv = _make(cfg.source, bdir, *make_targets,
+                 extra=[f"-j{build_jobs(run, k.jobs)}", f"LOCALVERSION={k.localversion}"])
     if cfg.planned or run.plan:
         r = run.runner.work(argv, note="build (planned)")
         return BuildResult(key, bdir, target, image, False, planned=True, command=r.cmdline)
@@ -130,8 +127,8 @@ def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
     t0 = time.time()
     r = run.runner.work(argv, progress=progress, timeout=k.build_timeout_s, note="kernel build")
     seconds = time.time() - t0
-    rel = run.runner.probe(_make(cfg.source, bdir, "-s", "kernelrelease",
-                                 extra=[f"LOCALVERSION={k.localversion}"]), quiet=True).stdout.strip()
+    rel = gather(run.runner, kernel_tree.kernelrelease(
+        _make(cfg.source, bdir, "-s", "kernelrelease", extra=[f"LOCALVERSION={k.localversion}"])))
     prev[skey] = progress.objects
     stats.write_text(json.dumps(prev, indent=1))
     info = {"objects": progress.objects, "seconds": round(seconds, 1), "release": rel, "command": r.cmdline,

@@ -4,15 +4,16 @@ captured on the target, the blueprint's table as a fragment merged with the kern
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from . import kconfig
+from ..core import cache
 from ..core.paths import cache_dir, resolve_in_project
+from ..facts import gather, kernel_tree
 from .source import ARCH, KernelError, KernelSource, _fragment_file, _make, source_tree
 
 
@@ -44,7 +45,7 @@ class ConfigResult:
     @property
     def config_hash(self) -> str | None:
         p = self.config_path
-        return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() and not self.planned else None
+        return cache.file_sha256(p)[:16] if p.exists() and not self.planned else None
 
     def table_df(self):
         return kconfig.rows_table(self.rows)
@@ -104,6 +105,13 @@ def read_modules_list(path: str | os.PathLike | None) -> list[str]:
     return mods
 
 
+def _write_base(run, cfg: Path, text: str | None, note: str) -> None:
+    """The base config into the build folder. A real run got the text or stopped at the read; a
+    plan lists the write when the read succeeded."""
+    if text is not None:
+        run.runner.write_file(cfg, text, note=note)
+
+
 def configure(run, src: KernelSource | None = None, *, base: str | None = None,
               options: dict[str, str] | None = None, resolve: bool | None = None,
               label: str | None = None) -> ConfigResult:
@@ -134,7 +142,7 @@ def configure(run, src: KernelSource | None = None, *, base: str | None = None,
               "file": k.base_config_file if base == "file" else "", "lsmod": sorted(lsmod_mods),
               "keep": sorted(k.keep_modules) if k.localmodconfig else [],
               "localversion": k.localversion}
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+    key = cache.key(inputs, 12)
     build = cache_dir("kernel-config", f"{src.version}-{label or base}-{key}")
     res = ConfigResult(src, base, build, frag, table, planned=run.plan or not src.ready, warnings=warnings)
 
@@ -151,18 +159,18 @@ def configure(run, src: KernelSource | None = None, *, base: str | None = None,
         xz = Path(f"/usr/src/linux-config-{src.version}/config.{k.distro_flavour}.xz")
         if not xz.exists():
             runner.change(["apt-get", "install", "-y", "--no-install-recommends", f"linux-config-{src.version}"])
-        r = runner.probe(["xz", "-dc", str(xz)], check=not run.plan, quiet=True)
-        res.commands.append(r.cmdline + f" > {cfg}")
-        runner.write_file(cfg, r.stdout, note="Debian's config") if r.rc == 0 else None
+        fact = kernel_tree.distro_config(xz, required=not run.plan)
+        res.commands.append(shlex.join(fact.commands["text"]) + f" > {cfg}")
+        _write_base(run, cfg, gather(runner, fact), "Debian's config")
     elif base == "running":
-        r = runner.probe(["zcat", "/proc/config.gz"], check=not run.plan, quiet=True)
-        res.commands.append(r.cmdline + f" > {cfg}")
-        runner.write_file(cfg, r.stdout, note="the running kernel's config") if r.rc == 0 else None
+        fact = kernel_tree.running_config(required=not run.plan)
+        res.commands.append(shlex.join(fact.commands["text"]) + f" > {cfg}")
+        _write_base(run, cfg, gather(runner, fact), "the running kernel's config")
     else:
         p = resolve_in_project(k.base_config_file)
-        r = runner.probe(["cat", str(p)], check=not run.plan, quiet=True)
+        text = gather(runner, kernel_tree.config_file(p, required=not run.plan))
         res.commands.append(f"cp {p} {cfg}")
-        runner.write_file(cfg, r.stdout, note="base config file") if r.rc == 0 else None
+        _write_base(run, cfg, text, "base config file")
     if base in ("distro", "running", "file"):
         # a distro config names signing keys that are not here; Debian's build would look for them
         do([str(src.tree / "scripts/config"), "--file", str(cfg), "--set-str", "SYSTEM_TRUSTED_KEYS", "",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from . import kconfig
 from ..core import cache
+from ..facts import gather, packages
 
 
 ARCH = "x86"
@@ -42,10 +43,7 @@ class KernelSource:
 
 
 def _pkg_version(run, package: str) -> str | None:
-    r = run.runner.probe(["dpkg-query", "-W", "-f=${Status} ${Version}", package], check=False, quiet=True)
-    if r.rc == 0 and "ok installed" in r.stdout:
-        return r.stdout.split()[-1]
-    return None
+    return gather(run.runner, packages.package_version(package))
 
 
 def source_tree(run) -> KernelSource:

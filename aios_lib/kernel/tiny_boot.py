@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import kconfig
+from ..core import cache
 from ..core.paths import cache_dir
 
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static
@@ -42,7 +43,7 @@ poweroff -f
 def initramfs(run) -> Path:
     """The busybox initramfs (cached by busybox binary + init script)."""
     bb = Path(BUSYBOX)
-    bb_id = hashlib.sha256(bb.read_bytes()).hexdigest()[:12] if bb.exists() else "missing"
+    bb_id = cache.file_sha256(bb)[:12] if bb.exists() else "missing"
     key = hashlib.sha256((bb_id + INIT).encode()).hexdigest()[:12]
     d = cache_dir("kernel-initramfs", key)
     out = d / "initramfs.cpio"

@@ -67,8 +67,8 @@ class Experiment:
                     seen.append(row["test"])
         return seen
 
-    def rounds(self, label: str, test: str, include_contended: bool = True) -> list[list[float]]:
-        out = []
+    def _measured(self, label: str, test: str, include_contended: bool = True):
+        """(record, row) of every invocation of ``label`` that ran ``test`` (planned ones never do)."""
         for rec in self.records:
             if rec["label"] != label or rec.get("planned"):
                 continue
@@ -76,20 +76,17 @@ class Experiment:
                 continue
             for row in rec.get("rows", []):
                 if row["test"] == test:
-                    out.append(list(row["samples_ts"]))
-        return out
+                    yield rec, row
+
+    def rounds(self, label: str, test: str, include_contended: bool = True) -> list[list[float]]:
+        return [list(row["samples_ts"]) for _, row in self._measured(label, test, include_contended)]
 
     def round_means(self, label: str, test: str, include_contended: bool = True) -> dict[int, float]:
         """Round -> the mean of that round's invocation: one sample per invocation."""
         out: dict[int, float] = {}
-        for rec in self.records:
-            if rec["label"] != label or rec.get("planned"):
-                continue
-            if not include_contended and (rec.get("load") or {}).get("contended"):
-                continue
-            for row in rec.get("rows", []):
-                if row["test"] == test and row["samples_ts"]:
-                    out[rec["round"]] = sum(row["samples_ts"]) / len(row["samples_ts"])
+        for rec, row in self._measured(label, test, include_contended):
+            if row["samples_ts"]:
+                out[rec["round"]] = sum(row["samples_ts"]) / len(row["samples_ts"])
         return out
 
     def paired(self, a: str, b: str, test: str, include_contended: bool = True,

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..facts import gather, load as load_facts
 
 #: Cores' worth of CPU time other processes may use during a run before it counts as contended.
 CONTENDED_CORES = 0.2
@@ -31,41 +32,7 @@ ROW_FIELDS = ("build_commit", "build_number", "cpu_info", "backends", "model_fil
               "load_mode", "repack", "n_prompt", "n_gen", "n_depth", "test_time", "avg_ns", "stddev_ns", "avg_ts",
               "stddev_ts", "samples_ns", "samples_ts")
 
-# ---- llama-bench: flags, argv, JSON -------------------------------------------------------------
-def parse_help(text: str) -> dict:
-    """Flags and defaults from ``llama-bench --help``: {"flags": set, "defaults": {flag: str}, ...}."""
-    flags: set[str] = set()
-    defaults: dict[str, str] = {}
-    choices: dict[str, str] = {}
-    for line in text.splitlines():
-        s = line.strip()
-        if not s.startswith("-"):
-            continue
-        m = re.match(r"^((?:-[\w-]+(?:,\s*|\s+(?=-)))*-[\w-]+)\s*(<[^>]*>)?", s)
-        if not m:
-            continue
-        names = [n.strip() for n in re.split(r"[,\s]+", m.group(1)) if n.strip().startswith("-")]
-        flags.update(names)
-        d = re.search(r"\(default:\s*([^)]*)\)", s)
-        for n in names:
-            if d:
-                defaults[n] = d.group(1).strip()
-            if m.group(2):
-                choices[n] = m.group(2)
-    return {"flags": flags, "defaults": defaults, "choices": choices}
-
-
-def default_threads(help_info: dict) -> int | None:
-    v = help_info["defaults"].get("-t") or help_info["defaults"].get("--threads")
-    return int(v) if v and v.isdigit() else None
-
-
-def flash_attn_values(help_info: dict) -> tuple[str, str]:
-    """How this llama-bench spells flash attention on/off (new: on|off|auto; old: 0|1)."""
-    ch = help_info["choices"].get("-fa", "")
-    return ("on", "off") if "on" in ch else ("1", "0")
-
-
+# ---- llama-bench: argv, JSON (its flags: :mod:`aios_lib.facts.llama`) ---------------------------
 def test_name(n_prompt: int, n_gen: int, n_depth: int = 0) -> str:
     if n_gen == 0:
         name = f"pp{n_prompt}"
@@ -136,21 +103,18 @@ def check_flags(cfg: BenchConfig, help_info: dict | None) -> None:
                          "check `llama-bench --help` (e.g. -mmp became -lm/--load-mode)")
 
 # ---- machine load ---------------------------------------------------------------------------
-def parse_proc_stat(text: str) -> dict:
-    """The aggregate ``cpu`` line of /proc/stat (jiffies) and /proc/loadavg if present."""
+def snapshot(load: dict) -> dict:
+    """The benchmark's view of :data:`aios_lib.facts.load.FACT`: busy CPU time **without** steal
+    (steal is kept apart: a hypervisor taking the CPU is not another process), idle with iowait,
+    the ``cpuN`` count and the load average. The idle-CPU check computes its own figure from the
+    same fields (:func:`aios_lib.service.hardening.idle_cpu`)."""
     out: dict[str, Any] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if parts and parts[0] == "cpu":
-            v = [int(x) for x in parts[1:]] + [0] * 10
-            user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
-            out.update(busy=user + nice + system + irq + softirq, idle=idle + iowait, steal=steal,
-                       total=sum(v[:8]))
-        elif parts and parts[0].startswith("cpu") and parts[0][3:].isdigit():
-            out["ncpu"] = out.get("ncpu", 0) + 1
-        elif len(parts) == 5 and "/" in parts[3] and re.match(r"^\d+\.\d+$", parts[0]):
-            out["loadavg"] = [float(parts[0]), float(parts[1]), float(parts[2])]
-            out["running"] = int(parts[3].split("/")[0])
+    t = load.get("cpu")
+    if t is not None:
+        out.update(busy=t.busy_excl_steal, idle=t.idle_all, steal=t.steal, total=t.total)
+        if t.ncpu:
+            out["ncpu"] = t.ncpu
+    out.update(load.get("loadavg") or {})
     return out
 
 
@@ -161,8 +125,7 @@ def _children_cpu() -> float:
 
 def load_snapshot(runner) -> dict:
     """/proc/stat + /proc/loadavg read through the runner (a probe: runs in plan mode too)."""
-    r = runner.probe(["cat", "/proc/stat", "/proc/loadavg"], quiet=True, check=False)
-    snap = parse_proc_stat(r.stdout)
+    snap = snapshot(gather(runner, load_facts.FACT))
     snap.update(time=time.time(), children_cpu=_children_cpu())
     return snap
 

@@ -19,6 +19,9 @@ from urllib.parse import urlparse
 import psutil
 import requests
 
+from ..facts import gather, gpu
+from ..facts._text import parse_cpulist
+from ..facts.gpu import GpuView
 from .metrics import (Rate, RateMeter, Scrape, canonical_metrics, live_rate, missing_core_metrics, parse_metrics,
                       slot_progress)
 
@@ -357,21 +360,6 @@ def memory_view(proc: ProcessView | None) -> MemoryView:
     return mv
 
 
-def parse_cpulist(text: str) -> list[int]:
-    """Kernel cpu list syntax: ``0-3,8,10-11`` -> [0, 1, 2, 3, 8, 10, 11]."""
-    out: list[int] = []
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1))
-        else:
-            out.append(int(part))
-    return out
-
-
 def sibling_groups(sys_cpu: str | os.PathLike = "/sys/devices/system/cpu") -> list[list[int]]:
     """Logical CPUs grouped by physical core (SMT siblings), from sysfs topology."""
     groups: dict[tuple[int, ...], None] = {}
@@ -385,43 +373,6 @@ def sibling_groups(sys_cpu: str | os.PathLike = "/sys/devices/system/cpu") -> li
             sib = (c,)
         groups.setdefault(sib or (c,), None)
     return [list(g) for g in sorted(groups, key=lambda g: g[0])]
-
-
-# ---- NVIDIA GPU -------------------------------------------------------------------------------
-NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=index,name,memory.used,memory.total,utilization.gpu",
-                "--format=csv,noheader,nounits"]
-
-
-@dataclass
-class GpuView:
-    index: int
-    name: str
-    used: int  # bytes
-    total: int
-    util: float | None = None
-
-
-def parse_nvidia_smi(text: str) -> list[GpuView]:
-    """``nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu
-    --format=csv,noheader,nounits`` -> GPUs (memory in MiB on the wire, bytes here)."""
-    out = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 4 or not parts[0].isdigit():
-            continue
-
-        def num(s):
-            try:
-                return float(s)
-            except ValueError:
-                return None
-
-        used, total = num(parts[2]), num(parts[3])
-        if used is None or total is None:
-            continue
-        out.append(GpuView(int(parts[0]), parts[1], int(used * 2**20), int(total * 2**20),
-                           num(parts[4]) if len(parts) > 4 else None))
-    return out
 
 
 # ---- everything the panel shows, in one poll --------------------------------------------------
@@ -512,11 +463,10 @@ class Collector:
             from ..core.runner import Runner
 
             runner = self.runner = Runner(journal=Journal(None), phase="panel")
-        r = runner.probe(NVIDIA_QUERY, check=False, quiet=True, timeout=5)
+        self._gpus = gather(runner, gpu.USAGE)
         # the panel runs for hours: keep only the recent journal entries in memory
         del runner.history[:-50]
         del runner.journal.entries[:-50]
-        self._gpus = parse_nvidia_smi(r.stdout) if r.rc == 0 else None
         return self._gpus
 
     def collect(self) -> PanelState:

@@ -2,13 +2,14 @@
 
 ``gcc -march=native -Q --help=target`` lists every target option with the value ``-march=native``
 gives it; ``gcc -march=native -E -v -`` shows the full ``cc1`` line: the ``-march=`` gcc picked
-for this CPU plus one ``-m``/``-mno-`` per ISA extension. Both parses are pure and tested on
-captured output in ``tests/fixtures/llama/``.
+for this CPU plus one ``-m``/``-mno-`` per ISA extension. Both are facts
+(:mod:`aios_lib.facts.toolchain`), tested on captured output in ``tests/fixtures/llama/``.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+
+from ..facts import cpu as cpu_facts, gather, toolchain
 
 #: ISA extensions that matter to llama.cpp's CPU kernels, in the order people read them.
 KEY_ISA = ["sse4.2", "avx", "avx2", "fma", "f16c", "bmi2", "avxvnni", "avx512f", "avx512bw", "avx512vl",
@@ -19,35 +20,6 @@ KEY_ISA = ["sse4.2", "avx", "avx2", "fma", "f16c", "bmi2", "avxvnni", "avx512f",
 CPUINFO_NAME = {"sse4.2": "sse4_2", "avx512bf16": "avx512_bf16", "avx512vnni": "avx512_vnni",
                 "avx512vbmi": "avx512vbmi", "avx512fp16": "avx512_fp16", "avxvnni": "avx_vnni",
                 "amx-tile": "amx_tile", "amx-int8": "amx_int8", "amx-bf16": "amx_bf16"}
-
-
-def parse_help_target(text: str) -> dict[str, str]:
-    """``gcc -Q --help=target`` → {option: value}; value is "enabled"/"disabled" or the setting."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        m = re.match(r"^\s+(-m[^\s=]+=?)\s+(.*?)\s*$", line)
-        if not m:
-            continue
-        opt, val = m.group(1), m.group(2)
-        val = val.strip("[]") if val.startswith("[") else val
-        out.setdefault(opt, val)
-    return out
-
-
-def parse_cc1(text: str) -> dict:
-    """``gcc -march=native -E -v -`` → march, mtune, enabled and disabled ISA extensions, cache params."""
-    line = next((ln for ln in text.splitlines() if "cc1" in ln and "-march=" in ln), "")
-    march = re.search(r"-march=(\S+)", line)
-    mtune = re.search(r"-mtune=(\S+)", line)
-    enabled, disabled = [], []
-    for tok in line.split():
-        if tok.startswith("-mno-"):
-            disabled.append(tok[5:])
-        elif tok.startswith("-m") and "=" not in tok and tok not in ("-m64", "-m32"):
-            enabled.append(tok[2:])
-    params = dict(re.findall(r"--param\s+(\S+?)=(\S+)", line))
-    return {"march": march.group(1) if march else None, "mtune": mtune.group(1) if mtune else None,
-            "enabled": enabled, "disabled": disabled, "params": params}
 
 
 @dataclass
@@ -101,16 +73,13 @@ class NativeTarget:
 def native_target(run, compiler: str = "gcc") -> NativeTarget:
     """Ask the compiler what -march=native means here (read-only: runs in plan mode too)."""
     r = run.runner
-    ver = r.probe([compiler, "--version"], check=False, quiet=True).stdout.splitlines()[:1]
-    v = r.probe([compiler, "-march=native", "-E", "-v", "-"], input="", check=False, quiet=True)
-    cc1 = parse_cc1(v.stderr + v.stdout)
-    h = r.probe([compiler, "-march=native", "-Q", "--help=target"], check=False, quiet=True)
-    opts = parse_help_target(h.stdout)
+    ver = gather(r, toolchain.version_line(compiler))
+    cc1 = gather(r, toolchain.native_cc1(compiler))
+    opts = gather(r, toolchain.native_options(compiler))
     if not cc1["march"] and opts.get("-march="):
         cc1["march"] = opts["-march="]
-    c = r.probe(["grep", "-m1", "^flags", "/proc/cpuinfo"], check=False, quiet=True)
-    flags = c.stdout.split(":", 1)[1].split() if ":" in c.stdout else []
-    return NativeTarget(compiler=ver[0] if ver else compiler, march=cc1["march"], mtune=cc1["mtune"],
+    flags = gather(r, cpu_facts.FLAGS)
+    return NativeTarget(compiler=ver or compiler, march=cc1["march"], mtune=cc1["mtune"],
                         enabled=cc1["enabled"], disabled=cc1["disabled"], cpu_flags=flags, params=cc1["params"])
 
 

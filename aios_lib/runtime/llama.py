@@ -24,8 +24,6 @@ makes llama.cpp's ``test-quantize-fns`` (the CPU kernels against their reference
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,8 @@ from pathlib import Path
 from ..core import cache
 from ..core.paths import cache_path
 from ..core.progress import build_progress
+from ..facts import gather, llama as llama_facts, toolchain
+from .cpus import build_jobs
 
 #: Options every build gets. Names checked against the vendored tree's CMakeLists.txt
 #: (llama.cpp 0c1e570): LLAMA_CURL is accepted but ignored (HTTP is vendored cpp-httplib).
@@ -199,7 +199,7 @@ def _fetch_source(run) -> Path:
         r.work(["git", "-C", str(dest), "checkout", "--detach", str(sp.ref)])
         if res.planned:
             return dest
-        head = r.probe(["git", "-C", str(dest), "rev-parse", "HEAD"]).stdout.strip()
+        head = gather(r, llama_facts.source_commit(dest))
         info = {**source_identity(sp), "commit": head}
     if not (dest / "CMakeLists.txt").exists():
         raise RuntimeError(f"{dest}: no CMakeLists.txt after fetching the source; delete {dest.parent} and retry")
@@ -219,10 +219,9 @@ def tree_version(src: Path) -> dict:
                               ("ggml/CMakeLists.txt", "GGML", "ggml_version")):
         p = src / name
         if p.exists():
-            t = p.read_text(errors="replace")
-            parts = [re.search(rf"set\({prefix}_VERSION_{k}\s+(\d+)\)", t) for k in ("MAJOR", "MINOR", "PATCH")]
-            if all(parts):
-                out[key] = ".".join(m.group(1) for m in parts)  # type: ignore[union-attr]
+            v = llama_facts.parse_cmake_version(p.read_text(errors="replace"), prefix)
+            if v:
+                out[key] = v
     if (src / ".git").is_file():
         out["llama_cpp_commit"] = "unknown (no git metadata in the sdist's vendored tree)"
     return out
@@ -239,9 +238,8 @@ def source_info(run) -> dict:
 
 # ---- build ----------------------------------------------------------------------------------
 def compiler_version(run) -> str:
-    res = run.runner.probe(["c++", "--version"], check=False, quiet=True)
-    line = (res.stdout or "").splitlines()[:1]
-    return line[0].strip() if line else "unknown"
+    """The first line of ``c++ --version``: what the build key hashes."""
+    return gather(run.runner, toolchain.version_line("c++")) or "unknown"
 
 
 def cmake_options_for(run, *, native: bool | None = None, extra: dict | None = None) -> dict:
@@ -263,67 +261,14 @@ def build_key(source: dict, options: dict, compiler: str, targets: list[str], pa
     return cache.key(ident)
 
 
-def _jobs(run) -> int:
-    j = run.params.runtime.llama.jobs
-    return os.cpu_count() or 2 if j == "auto" else int(j)
-
-
-_FEATURE = re.compile(r"\b([A-Z][A-Z0-9_]+)\s*=\s*1\b")
-
-
-def parse_features(text: str) -> list[str]:
-    """CPU features that are on, from a llama.cpp ``system_info`` line (``CPU : SSE3 = 1 | AVX2 = 1 | ...``)
-    or from the one-per-line ``NAME = 1`` list :data:`FEATURES_PROBE` prints."""
-    feats: list[str] = []
-    lines = text.splitlines()
-    info = [ln for ln in lines if "system_info" in ln or "CPU :" in ln]
-    for line in info or lines:
-        for m in _FEATURE.finditer(line):
-            if m.group(1) not in feats:
-                feats.append(m.group(1))
-    return feats
-
-
-#: Asks the built libggml-cpu.so which CPU features it was compiled with: the same list
-#: llama.cpp's ``system_info`` line prints (``ggml_backend_get_features`` of the CPU backend).
-#: Runs in its own process (two builds' libraries must never meet in one process).
-FEATURES_PROBE = """
-import ctypes, sys
-d = sys.argv[1]
-base = ctypes.CDLL(d + "/libggml-base.so", mode=ctypes.RTLD_GLOBAL)
-cpu = ctypes.CDLL(d + "/libggml-cpu.so", mode=ctypes.RTLD_GLOBAL)
-cpu.ggml_backend_cpu_reg.restype = ctypes.c_void_p
-reg = cpu.ggml_backend_cpu_reg()
-base.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-base.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-fn = base.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
-class Feature(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_char_p)]
-p = ctypes.CFUNCTYPE(ctypes.POINTER(Feature), ctypes.c_void_p)(fn)(reg)
-i = 0
-while p[i].name:
-    print(p[i].name.decode() + " = " + p[i].value.decode())
-    i += 1
-"""
-
-
-def parse_cmake_cache(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^([A-Za-z0-9_]+):[A-Z]+=(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
-    return out
-
-
 def _march(build_dir: Path) -> str | None:
     """The -march flag of ggml-cpu's compile lines (compile_commands / ninja rules)."""
     for name in ("compile_commands.json", "build.ninja"):
         p = build_dir / name
         if p.exists():
-            m = re.search(r"(-march=\S+)", p.read_text(errors="replace"))
+            m = llama_facts.parse_march(p.read_text(errors="replace"))
             if m:
-                return m.group(1).strip('",')
+                return m
     return None
 
 
@@ -421,7 +366,7 @@ def _build(run, label, native, options, compiler, source, src, key, entry, targe
     conf = r.work(["cmake", "-S", str(tree), "-B", str(bdir), "-G", "Ninja",
                    "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *[f"-D{k}={v}" for k, v in options.items()]],
                   unset_env=env_unset, env=env, note=f"configure llama.cpp ({label})")
-    b = r.work(["cmake", "--build", str(bdir), "--config", lp.build_type, "-j", str(_jobs(run)),
+    b = r.work(["cmake", "--build", str(bdir), "--config", lp.build_type, "-j", str(build_jobs(run, lp.jobs)),
                 "--target", *targets], unset_env=env_unset, env=env, progress=build_progress,
                note=f"build {', '.join(targets)} ({label})", timeout=7200)
     result = LlamaBuild(bin_dir=bin_dir, label=label, source=source, cmake_options=options, compiler=compiler,
@@ -431,7 +376,7 @@ def _build(run, label, native, options, compiler, source, src, key, entry, targe
         r.work(["cp", "-a", f"{bdir}/bin/.", str(bin_dir)], note="cache the whole bin folder (launchers + .so)")
         return result
     seconds = time.time() - t0
-    cmake_cache = parse_cmake_cache((bdir / "CMakeCache.txt").read_text(errors="replace"))
+    cmake_cache = llama_facts.parse_cmake_cache((bdir / "CMakeCache.txt").read_text(errors="replace"))
     result.native_in_effect = cmake_cache.get("GGML_NATIVE", "").upper() in ("ON", "1", "TRUE")
     if native and not result.native_in_effect:
         raise RuntimeError(f"{bdir}/CMakeCache.txt has GGML_NATIVE={cmake_cache.get('GGML_NATIVE')!r} although it was "
@@ -467,22 +412,17 @@ def binary_report(run, bin_dir: Path, targets: list[str]) -> tuple[str, list[str
     """(version line, CPU features) as the built binaries report them.
 
     ``--version`` gives the version. The features come from the build's own libggml-cpu.so
-    (:data:`FEATURES_PROBE`, works for a llama-bench-only build too); when that fails and
+    (:data:`aios_lib.facts.llama.FEATURES_PROBE`, works for a llama-bench-only build too); when that fails and
     llama-server was built, from the ``system_info`` line it prints before opening a model
     (a nonexistent model path: nothing is loaded).
     """
     r = run.runner
     exe = bin_dir / ("llama-bench" if "llama-bench" in targets else targets[0])
-    v = r.probe([str(exe), "--version"], check=False, quiet=True)
-    text = (v.stdout or "") + (v.stderr or "")
-    version = " ".join(ln.strip() for ln in text.splitlines() if ln.strip().startswith(("version", "built with")))
-    f = r.probe([sys.executable, "-c", FEATURES_PROBE, str(bin_dir)], check=False, quiet=True, timeout=60)
-    feats = parse_features(f.stdout) if f.rc == 0 else []
+    version = gather(r, llama_facts.version(exe))
+    feats = gather(r, llama_facts.features(bin_dir))
     if not feats and (bin_dir / "llama-server").exists():
-        s = r.probe([str(bin_dir / "llama-server"), "-m", "/nonexistent-model.gguf", "--port", "0"],
-                    check=False, quiet=True, timeout=60)
-        feats = parse_features((s.stdout or "") + (s.stderr or ""))
-    return version or text.strip()[:200], feats
+        feats = gather(r, llama_facts.server_features(bin_dir / "llama-server"))
+    return version, feats
 
 
 def build_generic(run) -> LlamaBuild:

@@ -13,7 +13,6 @@ truncated or malformed file is refused with a one-line :class:`ModelError`.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..core import cache
 from ..core.paths import cache_dir, resolve_in_project
+from .cpus import build_jobs
 
 
 class ModelError(ValueError):
@@ -72,6 +72,7 @@ class ModelInfo:
                 f"| sha256 | `{self.sha256}` |")
 
 
+#: the one file hash (:func:`aios_lib.core.cache.file_sha256`), under the name callers know
 sha256_file = cache.file_sha256
 
 
@@ -279,7 +280,7 @@ def _quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None 
             return info
         except ModelError:
             out.unlink()
-    threads = threads or os.cpu_count() or 2
+    threads = threads or build_jobs(run, "auto")
     tmp = out.with_name(out.name + ".part")
     argv = [str(build.binary("llama-quantize")), "--allow-requantize", str(model.path), str(tmp), qtype, str(threads)]
     if model.planned or getattr(build, "planned", False) or run.plan:

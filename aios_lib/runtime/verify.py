@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import llama
+from .cpus import all_cpus
 
 #: the smoke run: small, but a prompt long enough for the batched (AMX / repack) kernels
 SMOKE_PROMPT, SMOKE_GEN = 32, 4
@@ -278,8 +279,8 @@ class Verification:
 
 # ---- the checks ----------------------------------------------------------------------------------
 def _threads(run) -> int:
-    r = run.runner.probe(["nproc", "--all"], quiet=True, check=False)
-    return int(r.stdout.strip()) if (r.stdout or "").strip().isdigit() else 1
+    """Every installed CPU (``nproc --all``), so worker threads run the kernels too."""
+    return all_cpus(run)
 
 
 def cpu_variant(stderr: str) -> str | None:

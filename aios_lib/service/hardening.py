@@ -3,21 +3,27 @@
 * :func:`security_cmdline`: the boot entry's security words (``audit=0``, ``nowatchdog``,
   ``nmi_watchdog=0``) added to the parameters' line; ``mitigations=off`` there was allowed at load
   only behind ``machine.trusted_offline``, and its warning goes into the record.
-* :func:`journald_setting`: journald limits as a drop-in (``Storage=volatile``, ``SystemMaxUse``,
+* :func:`journald_text`: the journald limits drop-in phase 02 writes
+  (:class:`aios_lib.settings.journald.Journald`: ``Storage=volatile``, ``SystemMaxUse``,
   ``RuntimeMaxUse`` from ``system.journald``).
 * :func:`mask_list` / :func:`mask_units`: what to mask in a target root: the blueprint's names,
-  Debian's periodic jobs, and ssh when the parameters say local-only.
-* :func:`parse_proc_stat` / :func:`idle_cpu`: the idle-CPU figure from two ``/proc/stat`` samples
-  taken in the booted image over a fixed window.
-* :func:`parse_running`: ``systemctl list-units --state=running`` as a list.
+  Debian's periodic jobs, and ssh when the parameters say local-only (masked by
+  :class:`aios_lib.settings.units.MaskedUnits`, absent ones too).
+* :func:`idle_cpu`: the idle-CPU figure from two ``/proc/stat`` samples taken in the booted image
+  over a fixed window (parsed by :func:`aios_lib.facts.load.parse_proc_stat`).
+* ``parse_running`` (``systemctl list-units --state=running``) is :func:`aios_lib.facts.systemd.parse_running`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..facts.load import parse_proc_stat
+from ..facts.systemd import parse_running  # noqa: F401  (service/boot_check reads it from here)
+from ..settings._conf import parse_kv
+from ..settings.journald import Journald
+from ..settings.units import MaskedUnits, installed_units
 from ..system import cmdline as cmdline_mod
-from ..settings.base import FileSetting
 
 #: what the blueprint's 5.2 asks for, spelled as the kernel knows it
 SECURITY_WORDS = ["audit=0", "nowatchdog", "nmi_watchdog=0"]
@@ -61,35 +67,15 @@ def security_cmdline(run, root_ref: str = "PARTUUID=<root>", read_only: bool = F
 
 
 # ---- journald ---------------------------------------------------------------------------------
-JOURNALD_DROPIN = "/etc/systemd/journald.conf.d/60-synapse-limits.conf"
-
-
 def journald_text(run) -> str:
-    body = "".join(f"{k}={v}\n" for k, v in run.params.system.journald.items())
-    return "[Journal]\n" + body
-
-
-def journald_setting(run) -> FileSetting:
-    return FileSetting(JOURNALD_DROPIN, journald_text(run), name="journald limits (5.3)",
-                       note="volatile journal, capped; nothing written to the read-only root")
+    """The journald drop-in phase 02 writes into the image (one implementation: the setting's)."""
+    return Journald(run.params.system.journald).render()
 
 
 def parse_journald_config(text: str) -> dict[str, str]:
     """``systemd-analyze cat-config systemd/journald.conf`` (or a drop-in): the last value of each
-    key wins, as in systemd."""
-    out: dict[str, str] = {}
-    section = None
-    for ln in (text or "").splitlines():
-        ln = ln.strip()
-        if not ln or ln[0] in "#;":
-            continue
-        if ln.startswith("[") and ln.endswith("]"):
-            section = ln[1:-1]
-            continue
-        if section == "Journal" and "=" in ln:
-            k, v = ln.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
+    ``[Journal]`` key wins, as in systemd (:func:`aios_lib.settings._conf.parse_kv`)."""
+    return parse_kv(text, "Journal")
 
 
 # ---- service reduction -------------------------------------------------------------------------
@@ -106,61 +92,13 @@ def mask_units(run, root: Path) -> dict:
     """``systemctl --root=ROOT mask UNITS`` (works on a tree without systemd running) and the
     record of what was masked and what of it is installed in the tree."""
     units = mask_list(run)
-    r = run.runner
-    r.change(["systemctl", f"--root={root}", "mask", *units], note="service reduction (blueprint 5.1)")
-    present = []
-    for u in units:
-        for d in ("usr/lib/systemd/system", "lib/systemd/system", "etc/systemd/system"):
-            f = Path(root) / d / u
-            if f.exists() and not f.is_symlink():
-                present.append(u)
-                break
-    rec = {"masked": units, "installed_in_target": sorted(set(present)),
+    # every unit, installed or not: a later package install cannot bring a masked one back
+    MaskedUnits(units, only_existing=False, reason="service reduction (blueprint 5.1)").apply(run.runner, root)
+    rec = {"masked": units, "installed_in_target": installed_units(root, units),
            "ssh": "local-only: ssh units masked, openssh-server not installed" if not run.params.service.ssh
            else "ssh allowed by the parameters"}
     run.record("masked", rec)
     return rec
-
-
-def parse_running(text: str) -> list[str]:
-    """Unit names from ``systemctl list-units --type=service --state=running --no-legend --plain``."""
-    units = []
-    for ln in (text or "").splitlines():
-        parts = ln.replace("●", " ").split()
-        if parts and "." in parts[0]:
-            units.append(parts[0])
-    return units
-
-
-# ---- idle CPU --------------------------------------------------------------------------------
-@dataclass
-class CpuSample:
-    user: int
-    nice: int
-    system: int
-    idle: int
-    iowait: int
-    irq: int
-    softirq: int
-    steal: int
-
-    @property
-    def total(self) -> int:
-        return self.user + self.nice + self.system + self.idle + self.iowait + self.irq + self.softirq + self.steal
-
-    @property
-    def idle_all(self) -> int:
-        return self.idle + self.iowait
-
-
-def parse_proc_stat(text: str) -> CpuSample:
-    """The aggregate ``cpu`` line of /proc/stat (guest and nice are already in user/nice)."""
-    for ln in (text or "").splitlines():
-        parts = ln.split()
-        if parts and parts[0] == "cpu":
-            v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
-            return CpuSample(*v[:8])
-    raise ValueError("no aggregate `cpu` line in /proc/stat text")
 
 
 @dataclass
@@ -189,6 +127,7 @@ def idle_cpu(before: str, after: str, window_s: float, goal_pct: float = 0.1) ->
     total = b.total - a.total
     if total <= 0:
         raise ValueError("the two /proc/stat samples show no elapsed CPU time: was the second taken first?")
-    busy = total - (b.idle_all - a.idle_all)
+    # busy includes steal here (time the CPUs were not idle); the benchmark's load leaves it out
+    busy = b.busy_incl_steal - a.busy_incl_steal
     breakdown = {k: getattr(b, k) - getattr(a, k) for k in ("user", "nice", "system", "irq", "softirq", "steal")}
     return IdleCpu(round(100.0 * busy / total, 4), window_s, total, busy, goal_pct, breakdown)

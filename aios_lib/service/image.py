@@ -30,6 +30,7 @@ from ..facts import blockdev, rootfs
 from ..facts.base import gather
 from ..facts.boot import root_ref_of
 from ..system import target as target_mod
+from ..runtime.cpus import cpu_plan
 
 #: what decides the content of the Synapse OS layer (part of the cache key; a missing file is an error)
 SOURCES = ["service/units.py", "service/hardening.py", "service/readonly.py", "service/image.py", "service/install.py",
@@ -131,7 +132,7 @@ def build_image(run, force: bool = False) -> SynapseImage:
     # everything that can refuse, before anything is written
     cmd_probe = hardening.security_cmdline(run, read_only=sp.read_only_root)
     budget = units.memory_high(run)
-    place = units.placement(run)
+    place = cpu_plan(run, "service")
     build = llama_for_image(run)
     model = model_mod.provision(run)
     gate = None
@@ -216,7 +217,7 @@ def build_image(run, force: bool = False) -> SynapseImage:
         # what was checked inside the tree, so a cache hit can show (and a test assert) it too
         "units_in_image": [{**c.row(), "problems": c.verify.problems} for c in out.checks.attrs["checks"]],
         "initrd_volatile": out.initrd_volatile,
-        "memory_high_bytes": budget.high_bytes, "placement": place.__dict__,
+        "memory_high_bytes": budget.high_bytes, "placement": place.placement(),
         "model": {"file": Path(str(model.path)).name, "sha256": p.runtime.model.sha256},
         "llama": {"bin_dir": str(build.bin_dir), "image_build": sp.image_build}}, fresh=True)
     target_mod.publish_image(r, img, "synapse-os", key, info)

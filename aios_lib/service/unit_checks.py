@@ -9,86 +9,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..facts import gather, llama as llama_facts, systemd
+from ..facts.systemd import SecurityResult, VerifyResult
 from .units import Unit
-
-
-#: systemd-analyze security's levels, best first, with the exposure each reaches up to
-#: (src/analyze/analyze-security.c: badness_table)
-LEVELS = [("PERFECT", 0.0), ("SAFE", 0.9), ("OK", 4.9), ("MEDIUM", 7.4), ("EXPOSED", 8.9),
-          ("UNSAFE", 9.9), ("DANGEROUS", 10.0)]
-
-LEVEL_RANK = {name: i for i, (name, _) in enumerate(LEVELS)}
-
-# ---- systemd's own checks ---------------------------------------------------------------------------
-@dataclass
-class VerifyResult:
-    unit: str
-    ok: bool
-    rc: int | None
-    problems: list[str]
-    root: str
-    planned: bool = False
-
-    def _repr_markdown_(self) -> str:
-        if self.planned:
-            return f"`systemd-analyze verify {self.unit}`: planned"
-        state = "passes" if self.ok else "**FAILS**"
-        body = "\n".join(self.problems) or "(no warnings)"
-        return f"`systemd-analyze verify --root={self.root} {self.unit}` {state} (rc={self.rc})\n\n```\n{body}\n```"
-
-
-def parse_verify(unit: str, rc: int | None, stderr: str) -> VerifyResult:
-    """systemd-analyze verify exits 0 on some bad lines (it logs "ignoring" and goes on), so a
-    warning that names the unit counts as a failure too."""
-    base = unit.rsplit("/", 1)[-1]
-    problems = [ln.strip() for ln in (stderr or "").splitlines()
-                if ln.strip() and (base in ln or "Unknown" in ln or "Invalid" in ln or "ignoring" in ln)]
-    return VerifyResult(base, rc == 0 and not problems, rc, problems, "")
-
-
-@dataclass
-class SecurityResult:
-    unit: str
-    exposure: float | None
-    level: str | None
-    rows: list[dict]
-    planned: bool = False
-
-    @property
-    def ok_or_better(self) -> bool:
-        return self.level is not None and LEVEL_RANK[self.level] <= LEVEL_RANK["OK"]
-
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.rows, columns=["set", "setting", "exposure", "description"])
-
-    def _repr_markdown_(self) -> str:
-        if self.planned:
-            return f"`systemd-analyze security {self.unit}`: planned"
-        open_rows = [r for r in self.rows if not r["set"] and r["exposure"]]
-        lines = "\n".join(f"| {r['setting']} | {r['exposure']} | {r['description']} |" for r in open_rows)
-        return (f"**{self.unit}: exposure {self.exposure} {self.level}** "
-                f"({'OK or better' if self.ok_or_better else 'worse than OK'})\n\n"
-                f"Remaining exposure:\n\n| setting | exposure | why |\n|---|---|---|\n{lines}")
-
-_OVERALL = re.compile(r"Overall exposure level for (\S+):\s*([0-9.]+)\s+([A-Z]+)")
-
-_ROW = re.compile(r"^([✓✗+-])\s+(\S+)\s+(.*?)(?:\s{2,}([0-9.]+))?\s*$")
-
-
-def parse_security(text: str) -> SecurityResult:
-    """Parse ``systemd-analyze security`` text output (252)."""
-    m = _OVERALL.search(text or "")
-    rows = []
-    for ln in (text or "").splitlines():
-        r = _ROW.match(ln.rstrip())
-        if r:
-            rows.append({"set": r.group(1) in "✓+", "setting": r.group(2), "description": r.group(3).strip(),
-                         "exposure": float(r.group(4)) if r.group(4) else None})
-    if not m:
-        return SecurityResult("?", None, None, rows)
-    return SecurityResult(m.group(1), float(m.group(2)), m.group(3), rows)
 
 
 def staging_root(run, units: list[Unit], executables: dict[str, Path | None], where: Path | None = None) -> Path:
@@ -125,31 +49,14 @@ def verify(run, unit: str, root: Path) -> VerifyResult:
     plan mode too when the tree exists)."""
     if not Path(root).exists():
         return VerifyResult(unit, False, None, [], str(root), planned=True)
-    res = run.runner.probe(["systemd-analyze", "verify", f"--root={root}", unit], check=False, quiet=True)
-    v = parse_verify(unit, res.rc, res.stderr)
-    v.root = str(root)
-    return v
+    return gather(run.runner, systemd.verify(root, unit))
 
 
 def security(run, unit: str, root: Path) -> SecurityResult:
     """``systemd-analyze security --offline=true --root=ROOT UNIT``: the exposure score."""
     if not Path(root).exists():
         return SecurityResult(unit, None, None, [], planned=True)
-    res = run.runner.probe(["systemd-analyze", "security", "--offline=true", f"--root={root}", "--no-pager", unit],
-                           check=False, quiet=True)
-    return parse_security(res.stdout)
-
-_HELP_FLAG = re.compile(r"^\s{0,2}(-{1,2}[A-Za-z0-9][\w-]*(?:,\s*-{1,2}[A-Za-z0-9][\w-]*)*)")
-
-
-def parse_help_flags(text: str) -> set[str]:
-    """The options a program's ``--help`` lists (``-t,    --threads N`` -> {-t, --threads})."""
-    flags: set[str] = set()
-    for ln in (text or "").splitlines():
-        m = _HELP_FLAG.match(ln)
-        if m:
-            flags.update(f.strip() for f in m.group(1).split(","))
-    return flags
+    return gather(run.runner, systemd.security(root, unit))
 
 
 def exec_flags(unit_text: str) -> list[str]:
@@ -166,9 +73,7 @@ def check_arguments(run, unit: Unit, program: Path | None) -> list[str] | None:
     None when the program is not here to ask."""
     if program is None or not Path(program).exists():
         return None
-    env = {"LD_LIBRARY_PATH": str(Path(program).resolve().parent)}
-    res = run.runner.probe([str(program), "--help"], env=env, check=False, quiet=True, timeout=60)
-    known = parse_help_flags((res.stdout or "") + (res.stderr or ""))
+    known = gather(run.runner, llama_facts.help_flags(program))
     if not known:
         return None
     return [f for f in exec_flags(unit.text) if f not in known]

@@ -1,8 +1,8 @@
 """Phase 6: the inference service as a systemd unit, rendered from the parameters.
 
-* :func:`placement` decides threads and CPUs (phase 05's choice, else phase 01's physical cores,
-  else the parameters) and :func:`memory_high` computes ``MemoryHigh`` from the machine's RAM minus
-  the stated reserve.
+* threads and CPUs come from :func:`aios_lib.runtime.cpus.cpu_plan` (``"service"``: the parameters,
+  else phase 05's choice, else phase 01's physical cores); :func:`memory_high` computes
+  ``MemoryHigh`` from the machine's RAM minus the stated reserve.
 * :func:`llama_unit` / :func:`ollama_unit` render unit files from the parameters. Values never carry
   trailing comments: systemd has no inline comments, so the blueprint's ``MemoryHigh=28G  # ...``
   is an invalid value that systemd ignores (with a warning) and the limit silently disappears.
@@ -16,8 +16,10 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from ..core.records import find_value
+from ..facts import gather, memory
+from ..runtime.cpus import CpuPlan, cpu_plan
 
 SANDBOX = [
     ("ProtectSystem", "strict"),
@@ -59,55 +61,6 @@ class ServiceError(ValueError):
     """The parameters ask for a service that cannot be made (e.g. no RAM left after the reserve)."""
 
 # ---- where the numbers come from ----------------------------------------------------------------
-def _find(obj: Any, key: str) -> Any:
-    """The first value of ``key`` anywhere in a nested dict/list (records have evolving shapes)."""
-    if isinstance(obj, dict):
-        if key in obj and obj[key] is not None:
-            return obj[key]
-        for v in obj.values():
-            hit = _find(v, key)
-            if hit is not None:
-                return hit
-    elif isinstance(obj, list):
-        for v in obj:
-            hit = _find(v, key)
-            if hit is not None:
-                return hit
-    return None
-
-
-@dataclass
-class Placement:
-    threads: int
-    cpus: list[int]
-    source: str
-
-    def _repr_markdown_(self) -> str:
-        return f"`-t {self.threads}`, `CPUAffinity={' '.join(map(str, self.cpus))}` (from {self.source})"
-
-
-def placement(run) -> Placement:
-    """Threads and CPUs for the service: parameters, else phase 05's choice, else phase 01."""
-    sp = run.params.service
-    if sp.threads != "auto" and sp.cpus != "auto":
-        return Placement(int(sp.threads), list(sp.cpus), "parameters (service.threads, service.cpus)")
-    chosen = run.recorded("05", "chosen") or {}
-    if chosen.get("threads"):
-        threads = int(sp.threads) if sp.threads != "auto" else int(chosen["threads"])
-        cpus = list(sp.cpus) if sp.cpus != "auto" else list(chosen.get("cpus") or range(threads))
-        return Placement(threads, cpus, "phase 05 benchmark (results.json 05/chosen)")
-    cores = _find(run.recorded("01", "survey") or {}, "physical_cores")
-    if cores:
-        threads = int(sp.threads) if sp.threads != "auto" else int(cores)
-        cpus = list(sp.cpus) if sp.cpus != "auto" else list(range(threads))
-        return Placement(threads, cpus, "phase 01 survey: physical cores (no phase 05 choice recorded)")
-    import os
-
-    n = int(sp.threads) if sp.threads != "auto" else (len(sp.cpus) if sp.cpus != "auto" else (os.cpu_count() or 1))
-    cpus = list(sp.cpus) if sp.cpus != "auto" else list(range(n))
-    return Placement(n, cpus, "parameters / this host's CPU count (no phase 05 or 01 record)")
-
-
 @dataclass
 class MemoryBudget:
     ram_bytes: int
@@ -133,14 +86,13 @@ def memory_high(run, ram_bytes: int | None = None) -> MemoryBudget:
     elif sp.ram_gib != "auto":
         ram_bytes, source = int(float(sp.ram_gib) * 2**30), "parameters (service.ram_gib)"
     else:
-        total = _find((run.recorded("01", "survey") or {}).get("memory", {}), "total_bytes") \
-            or _find(run.recorded("01", "survey") or {}, "total_bytes")
+        total = find_value((run.recorded("01", "survey") or {}).get("memory", {}), "total_bytes") \
+            or find_value(run.recorded("01", "survey") or {}, "total_bytes")
         if total:
             ram_bytes, source = int(total), "phase 01 survey (memory total)"
         else:
-            r = run.runner.probe(["cat", "/proc/meminfo"], quiet=True)
-            m = re.search(r"^MemTotal:\s+(\d+) kB", r.stdout or "", re.M)
-            ram_bytes, source = int(m.group(1)) * 1024, "this host's /proc/meminfo (no phase 01 record)"
+            ram_bytes = gather(run.runner, memory.MEMINFO)["MemTotal"]
+            source = "this host's /proc/meminfo (no phase 01 record)"
     reserve = int(sp.memory_reserve_gib * 2**30)
     high = (ram_bytes - reserve) // 2**20 * 2**20
     if high < 256 * 2**20:
@@ -183,7 +135,7 @@ def model_path(run, model_file: str) -> str:
     return f"{run.params.service.data_dir}/models/{model_file}"
 
 
-def _common_service(run, budget: MemoryBudget, place: Placement) -> list[tuple[str, str]]:
+def _common_service(run, budget: MemoryBudget, place: CpuPlan) -> list[tuple[str, str]]:
     sp = run.params.service
     items = [
         ("User", sp.user), ("Group", sp.user),
@@ -203,11 +155,11 @@ def _network(run) -> list[tuple[str, str]]:
     return [("IPAddressAllow", " ".join(run.params.service.allow_networks))]
 
 
-def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: Placement | None = None) -> Unit:
+def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: CpuPlan | None = None) -> Unit:
     """The llama-server unit Synapse OS runs."""
     sp = run.params.service
     budget = budget or memory_high(run)
-    place = place or placement(run)
+    place = place or cpu_plan(run, "service")
     exe = f"{sp.install_dir}/llama-server"
     model = model_path(run, model_file)
     args = [exe, "-m", model, "--host", sp.host, "--port", str(sp.port), "-t", str(place.threads),
@@ -239,7 +191,7 @@ def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: 
                  "model": model, "port": sp.port, "user": sp.user})
 
 
-def ollama_unit(run, budget: MemoryBudget | None = None, place: Placement | None = None,
+def ollama_unit(run, budget: MemoryBudget | None = None, place: CpuPlan | None = None,
                 exe: str = "/usr/local/bin/ollama") -> Unit:
     """The blueprint's ollama.service, corrected (no trailing comments) and sandboxed the same way.
 
@@ -248,7 +200,7 @@ def ollama_unit(run, budget: MemoryBudget | None = None, place: Placement | None
     """
     sp = run.params.service
     budget = budget or memory_high(run)
-    place = place or placement(run)
+    place = place or cpu_plan(run, "service")
     store = f"{sp.data_dir}/ollama"
     text = render([
         ("Unit", [("Description", "Ollama Service (High Priority)"), ("After", "network.target"),

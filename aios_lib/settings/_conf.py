@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..facts import files, gather
+
 
 def parse_kv(text: str | None, section: str | None = None) -> dict[str, str]:
     """Pure: ``key = value`` lines (``#``/``;`` comments); only inside ``[section]`` when given."""
@@ -29,5 +31,5 @@ def host_path(root: Path | None, path: str) -> Path:
 
 
 def read_text(runner, root: Path | None, path: str) -> str | None:
-    r = runner.probe(["cat", str(host_path(root, path))], check=False, quiet=True)
-    return r.stdout if r.rc == 0 else None
+    """The file's text (None when it cannot be read), through the :func:`aios_lib.facts.files.text` fact."""
+    return gather(runner, files.text(host_path(root, path)))

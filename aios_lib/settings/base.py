@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.runner import Runner
+from ..facts import files, gather
 
 
 @dataclass
@@ -82,8 +83,7 @@ class FileSetting(Setting):
         return (root / self.path.lstrip("/")) if root else Path(self.path)
 
     def read(self, runner, root):
-        r = runner.probe(["cat", str(self._host_path(root))], check=False, quiet=True)
-        return r.stdout if r.rc == 0 else None
+        return gather(runner, files.text(self._host_path(root)))
 
     def apply(self, runner, root):
         runner.write_file(self._host_path(root), self.desired, mode=self.mode, note=self.name)

@@ -17,7 +17,10 @@ class Journald(Setting):
         vals = parse_kv(read_text(runner, root, PATH), section="Journal")
         return {k: vals.get(k) for k in self.desired} if vals else None
 
-    def apply(self, runner, root):
-        body = "# Synapse: logs in RAM only, capped (system.journald)\n[Journal]\n" + "".join(
+    def render(self) -> str:
+        """The drop-in's text."""
+        return "# Synapse: logs in RAM only, capped (system.journald)\n[Journal]\n" + "".join(
             f"{k}={v}\n" for k, v in self.desired.items())
-        runner.write_file(host_path(root, PATH), body, note=self.name)
+
+    def apply(self, runner, root):
+        runner.write_file(host_path(root, PATH), self.render(), note=self.name)

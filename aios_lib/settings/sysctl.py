@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 
+from ..facts import gather, sysctl
 from ._conf import host_path, parse_kv, read_text
 from .base import Setting
 
@@ -25,11 +26,7 @@ class Sysctl(Setting):
 
     def read(self, runner, root):
         if root is None:
-            out = {}
-            for k in self.desired:
-                r = runner.probe(["sysctl", "-n", k], check=False, quiet=True)
-                out[k] = r.stdout.strip() if r.rc == 0 else None
-            return out
+            return {k: gather(runner, sysctl.value(k)) for k in self.desired}
         vals = parse_kv(read_text(runner, root, self.path))
         return {k: vals.get(k) for k in self.desired} if vals else None
 

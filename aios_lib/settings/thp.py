@@ -5,19 +5,12 @@ keeps the mode even when the command line is edited, and is what a root director
 """
 from __future__ import annotations
 
-import re
-
+from ..facts.kernel import bracketed
 from ._conf import host_path, read_text
 from .base import Setting
 
 SYSFS = "/sys/kernel/mm/transparent_hugepage/enabled"
 PATH = "/etc/tmpfiles.d/synapse-thp.conf"
-
-
-def parse_sysfs_mode(text: str | None) -> str | None:
-    """Pure: ``always [madvise] never`` -> ``madvise``."""
-    m = re.search(r"\[(\w+)\]", text or "")
-    return m.group(1) if m else None
 
 
 def parse_tmpfiles_mode(text: str | None) -> str | None:
@@ -36,7 +29,7 @@ class ThpMode(Setting):
 
     def read(self, runner, root):
         if root is None:
-            return parse_sysfs_mode(read_text(runner, None, SYSFS))
+            return bracketed(read_text(runner, None, SYSFS))  # always [madvise] never -> madvise
         return parse_tmpfiles_mode(read_text(runner, root, PATH))
 
     def apply(self, runner, root):

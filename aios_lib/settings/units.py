@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..facts import gather, systemd
 from ._conf import host_path, read_text
 from .base import Setting
 
@@ -21,25 +22,39 @@ def _readlink(runner, path: Path) -> str | None:
 def unit_exists(runner, root: Path | None, unit: str) -> bool:
     """A unit file for ``unit`` exists in the root (a mask symlink counts as existing)."""
     if root is None:
-        r = runner.probe(["systemctl", "cat", unit], check=False, quiet=True)
-        return r.rc == 0 or "masked" in (r.stderr or "")
+        return gather(runner, systemd.unit_known(unit))
     return any(os.path.lexists(host_path(root, "/" + d) / unit) for d in UNIT_DIRS)
+
+
+def installed_units(root: Path, units: list[str]) -> list[str]:
+    """The ``units`` a root has a real unit file for (a mask or alias symlink is not one), sorted."""
+    dirs = ("usr/lib/systemd/system", "lib/systemd/system", "etc/systemd/system")
+    return sorted({u for u in units for d in dirs
+                   if (Path(root) / d / u).exists() and not (Path(root) / d / u).is_symlink()})
 
 
 class MaskedUnits(Setting):
     """Mask the units of ``wanted`` that exist in the target; the others are listed, not created.
 
     ``present`` (after :meth:`resolve`) is what is masked; ``absent`` what the target lacks.
+    With ``only_existing=False`` every wanted unit is masked, installed or not (phase 06: a mask
+    also stops a package installed later from starting its unit). ``reason`` goes into the journal.
     """
 
-    def __init__(self, wanted: list[str]):
+    def __init__(self, wanted: list[str], only_existing: bool = True, reason: str | None = None):
         self.wanted = list(wanted)
+        self.only_existing = only_existing
+        self.reason = reason
         self.present: list[str] | None = None
         self.absent: list[str] = []
         self.name = "masked units"
         self.desired = None
 
     def resolve(self, runner, root):
+        if not self.only_existing:
+            self.present, self.absent = list(self.wanted), []
+            self.desired = sorted(self.present)
+            return
         if root is not None and not os.path.isdir(host_path(root, "/etc")):
             # plan mode: the root is not bootstrapped yet; the real run masks those that exist
             self.present, self.absent = list(self.wanted), []
@@ -55,20 +70,17 @@ class MaskedUnits(Setting):
         if self.present is None:
             self.resolve(runner, root)
         if root is None:
-            out = []
-            for u in self.present:
-                r = runner.probe(["systemctl", "is-enabled", u], check=False, quiet=True)
-                if r.stdout.strip() == "masked":
-                    out.append(u)
-            return sorted(out)
+            return sorted(u for u in self.present if gather(runner, systemd.unit_state(u)) == "masked")
         return sorted(u for u in self.present
                       if _readlink(runner, host_path(root, "/etc/systemd/system") / u) == "/dev/null")
 
     def apply(self, runner, root):
+        if self.present is None:
+            self.resolve(runner, root)
         if not self.present:
             return
         argv = ["systemctl"] + ([f"--root={root}"] if root else []) + ["mask", *self.present]
-        runner.change(argv)
+        runner.change(argv, note=self.reason)
 
 
 class DefaultTarget(Setting):
@@ -78,8 +90,7 @@ class DefaultTarget(Setting):
 
     def read(self, runner, root):
         if root is None:
-            r = runner.probe(["systemctl", "get-default"], check=False, quiet=True)
-            return r.stdout.strip() or None
+            return gather(runner, systemd.DEFAULT_TARGET)
         link = _readlink(runner, host_path(root, "/etc/systemd/system/default.target"))
         return Path(link).name if link else None
 

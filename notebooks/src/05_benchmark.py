@@ -29,7 +29,8 @@ plan = True
 # %%
 import aios_lib
 from aios_lib.benchmark import experiments, inputs, report, roofline
-from aios_lib.measure import llama_bench, server
+from aios_lib.measure import server
+from aios_lib.runtime import cpus
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="05")
 run
 
@@ -69,15 +70,17 @@ report.sweep_plot(sweep)
 #
 # llama-bench's default is `-fa auto` (on for the CPU backend). Off and on are measured
 # interleaved; the runbook's configuration takes `-fa` only when the difference is significant.
+# The thread count is `cpus.cpu_plan`'s: the sweep's best, else (nothing measured, as in plan
+# mode) llama-bench's own default, else the usable CPUs.
 
 # %%
-t_best = sweep.extra.get("best") or llama_bench.default_threads(inp.help or {"defaults": {}}) or inp.nproc
-fa = experiments.flash_attn_ab(run, inp, t_best, sz)
+threads = cpus.cpu_plan(run, "bench", measured=sweep.extra.get("best"), help_info=inp.help)
+fa = experiments.flash_attn_ab(run, inp, threads.threads, sz)
 run.record("flash_attn", fa.to_dict())
 fa
 
 # %%
-chosen = experiments.choose(sweep, fa, inp.nproc, llama_bench.default_threads(inp.help) if inp.help else None)
+chosen = experiments.choose(sweep, fa, threads)
 run.record("chosen", chosen)
 chosen
 

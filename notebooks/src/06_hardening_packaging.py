@@ -30,7 +30,7 @@ plan = True
 import aios_lib
 from IPython.display import display
 from aios_lib.service import boot_check, distributable, hardening, image, model_gate, unit_checks, units
-from aios_lib.runtime import model
+from aios_lib.runtime import cpus, model
 run = aios_lib.open_run(params_file, run_dir=run_dir, plan=plan, phase="06")
 run
 
@@ -39,7 +39,8 @@ run
 #
 # The thread count and the CPUs come from the benchmark (phase 05 records the best `-t` and the
 # cores it used); without that record, from the physical core count of the survey (phase 01);
-# the parameters can pin both. The record says which source was used.
+# the parameters can pin both (`cpus.cpu_plan`, the same rules the benchmark's choice comes
+# from). The record says which source was used.
 #
 # `MemoryHigh` is *computed*: the machine's RAM minus a stated reserve for the OS. The blueprint
 # hard-codes `28G` for a 32 GB machine; on any other machine that number is wrong. `MemoryHigh`
@@ -47,9 +48,9 @@ run
 # page cache of an mmap'ed model first), so the OS keeps its reserve instead of swapping.
 
 # %%
-place = units.placement(run)
+place = cpus.cpu_plan(run, "service")
 budget = units.memory_high(run)
-run.record("placement", place.__dict__)
+run.record("placement", place.placement())
 run.record("memory", budget.__dict__)
 display(place)
 budget
