@@ -34,8 +34,8 @@ from ..runtime.cpus import cpu_plan
 
 #: what decides the content of the Synapse OS layer (part of the cache key; a missing file is an error)
 SOURCES = ["service/units.py", "service/hardening.py", "service/readonly.py", "service/image.py", "service/install.py",
-           "params/service.py", "facts/blockdev.py", "facts/rootfs.py",
-           "data/synapse-check.sh"]
+           "params/service.py", "facts/blockdev.py", "facts/rootfs.py", "runtime/cpus.py", "settings/units.py",
+           "settings/journald.py", "data/synapse-check.sh"]
 #: the manifest of the Synapse OS image, next to it
 MANIFEST = ".synapse-os.json"
 
