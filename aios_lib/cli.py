@@ -109,37 +109,61 @@ def _cmd_panel(args) -> int:
 
 # ---- aios bench: the three configurations as ratios with CIs (aios_lib/bench.py) ----
 def _register_bench(sub) -> None:
-    sp = sub.add_parser("bench", help="measure the blueprint's command, llama.cpp's defaults and the runbook's "
-                                      "choice; print tg and pp as ratios with 95%% CIs",
-                        description="A benchmark of the project itself: thread sweep and flash-attention A/B choose "
-                                    "the runbook's configuration, then the three configurations run interleaved. "
-                                    "With --from, only print what a recorded run measured.")
+    sp = sub.add_parser("bench", help="Synapse against stock llama.cpp on this machine: the verdict with 95%% CIs",
+                        description="Phase 05's measurement on its own (the same library call the notebook makes): "
+                                    "stock llama.cpp (as its releases ship it) against Synapse's verified build, "
+                                    "flags and host settings, decomposed into build, runtime flags and system, in "
+                                    "interleaved rounds until the headline ratio's CI is narrow enough or the budget "
+                                    "ends; prints the findings. Run it on an idle machine. With --from, print what a "
+                                    "recorded run measured instead.",
+                        epilog="Make it shorter or more precise with --budget (seconds of measurement).")
     sp.add_argument("--params", "-p", default="parameters/default.yaml", help="parameter file (YAML)")
-    sp.add_argument("--quick", action="store_true", help="small tests (-p 64 -n 16 -r 2, 2 rounds)")
-    sp.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="print a recorded run's three-way result")
+    sp.add_argument("--quick", action="store_true", help="tiny sizes and budget (a smoke run, not a measurement)")
+    sp.add_argument("--budget", type=int, metavar="SECONDS", help="measurement budget (default: runtime.bench.budget_s)")
+    sp.add_argument("--from", dest="from_dir", metavar="RUN_DIR", help="print what a recorded run measured")
     sp.set_defaults(func=_cmd_bench)
 
 
+def bench_lines(results_05: dict) -> list[str]:
+    """What ``aios bench`` prints for a phase 05 record: the proof's findings, or the comparison of a
+    record made before the proof existed."""
+    from .benchmark.compare import summary_lines
+    from .measure.experiment import Experiment
+
+    proof = results_05.get("proof")
+    if proof:
+        return [f"- {f}" for f in proof.get("findings") or []]
+    old = results_05.get("three_way")
+    return summary_lines(Experiment.from_dict(old) if old else None)
+
+
 def _cmd_bench(args) -> int:
-    from .benchmark.compare import load_run, summary_lines
-    from .benchmark.experiments import project_benchmark
+    from .benchmark.compare import load_run
 
     if args.from_dir:
         r = load_run(args.from_dir)
-        ex, chosen = r.experiment("three_way"), r.bench.get("chosen")
-        where = r.dir
+        lines, where, ok = bench_lines(r.bench), r.dir, bool(r.bench)
     else:
-        run, ex, chosen = project_benchmark(args.params, quick=args.quick)
-        where = run.dir
-    if chosen:
-        print(f"runbook's choice: -t {chosen['threads']} {' '.join(f'{k} {v}' for k, v in chosen.get('flags', {}).items())}"
-              f"  ({'; '.join(chosen.get('why', []))})")
-    if ex is not None:
-        for c in ex.configs:
-            print(f"  {c['label']:>10}: {c.get('shown', '')}")
-    print("\n".join(summary_lines(ex)))
+        from .benchmark import inputs, proof
+        from .context import open_run
+        from .core.records import new_run_id, run_dir_for
+        from .params import load_params
+
+        params = load_params(args.params)
+        if args.quick:
+            params.runtime.bench.quick = True
+            params.runtime.bench.budget_s = 60
+        if args.budget:
+            params.runtime.bench.budget_s = args.budget
+        run = open_run(params, run_dir=run_dir_for(params.machine_name(), new_run_id(False, "bench")), phase="05")
+        result = proof.run_all(run, inputs.inputs(run))
+        run.record("proof", result.to_dict())
+        run.record("chosen", result.record["chosen"])
+        run.record("findings", result.findings())
+        lines, where, ok = [f"- {f}" for f in result.findings()], run.dir, not result.planned
+    print("\n".join(lines))
     print(f"record: {where}")
-    return 0 if ex is not None and not ex.planned else 1
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

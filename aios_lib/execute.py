@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
+
 from .params import ALL_PHASES, Params, load_params
 from .core.paths import notebooks_dir, outputs_dir
 from .core.records import new_run_id, read_json, run_dir_for, write_json
@@ -58,7 +60,6 @@ def render_html(ipynb: Path, outputs: Path | None = None) -> Path:
     The stylesheet is nbconvert's own head CSS (JupyterLab theme, code highlighting), moved out of
     the page unchanged and in order, so a record looks as nbconvert would render it.
     """
-    import nbformat
     from bs4 import BeautifulSoup
     from nbconvert import HTMLExporter
 
@@ -91,6 +92,24 @@ def render_records(outputs: Path | None = None) -> list[Path]:
     """Re-render the HTML of every executed notebook under ``outputs`` (after an nbconvert upgrade)."""
     outputs = Path(outputs or outputs_dir())
     return [render_html(nb, outputs) for nb in sorted(outputs.glob("*/*/[0-9][0-9]_*.ipynb"))]
+
+
+FINDINGS_TAG = "synapse-findings"
+
+
+def put_findings_first(ipynb: Path, findings: list[str] | None) -> bool:
+    """The executed notebook opens with the findings the phase recorded (generated from its
+    measurements, never typed): a markdown cell after the title, replaced if it is there already."""
+    if not findings:
+        return False
+    nb = nbformat.read(ipynb, as_version=4)
+    nb.cells = [c for c in nb.cells if FINDINGS_TAG not in c.get("metadata", {}).get("tags", [])]
+    text = "## Findings\n\n*Generated from this run's measurements (results.json).*\n\n" + \
+        "\n".join(f"- {f}" for f in findings)
+    cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": [FINDINGS_TAG]})
+    nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0, cell)
+    nbformat.write(nb, ipynb)
+    return True
 
 
 def _failure_text(exc: Exception, output: Path) -> str:
@@ -136,6 +155,7 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
         html = None
         if out.exists():
             try:
+                put_findings_first(out, read_json(run_dir / "results.json").get(phase, {}).get("findings"))
                 html = str(render_html(out))
             except Exception as exc:  # a rendering problem must not hide the run's own outcome
                 error = (error or "") + f" (HTML rendering failed: {exc})"

@@ -4,10 +4,8 @@ import math
 
 import pytest
 
-from aios_lib.benchmark import experiments
 from aios_lib.facts import llama as llama_facts, load
 from aios_lib.measure import experiment, llama_bench, stats
-from aios_lib.runtime import cpus
 
 
 def test_check_flags_refuses_unknown(fixtures):
@@ -104,26 +102,21 @@ def test_planned_experiment_renders():
     assert ex.best() is None
 
 
-def test_choose_prefers_measured_threads(fixtures, make_run):
-    ex = _fixture_experiment(fixtures)
-    ex.extra["best"] = 1
-    h = llama_facts.parse_help((fixtures / "bench" / "llama-bench-help.txt").read_text())
-    run = make_run()
-    ch = experiments.choose(ex, None, cpus.cpu_plan(run, "bench", measured=ex.extra["best"], help_info=h))
-    assert ch["threads"] == 1 and ch["flags"] == {} and "sweep" in ch["why"][0]
-    # nothing measured (plan mode): llama-bench's own default (2 in its --help), in the same words as before
-    ch = experiments.choose(ex, None, cpus.cpu_plan(run, "bench", help_info=h))
-    assert ch["threads"] == 2 and ch["why"] == ["threads 2: not measured (plan mode): llama-bench's default"]
+def _rounds_experiment(means: dict[str, list[float]], test: str = "tg32"):
+    confs = [{"label": k, "threads": int(k.split("=")[1])} for k in means]
+    recs = [{"label": k, "round": i, "planned": False, "load": {"contended": False},
+             "rows": [{"test": test, "samples_ts": [v]}]} for k, vs in means.items() for i, v in enumerate(vs)]
+    return experiment.Experiment("thread_sweep", "sweep", confs, recs)
 
 
-def test_thread_sweep_takes_the_best_count_from_the_winning_config(fixtures, make_run, monkeypatch):
-    run = make_run({"runtime": {"bench": {"threads": [1, 2]}}})
-    inp = experiments.Inputs(bench="/b/llama-bench", server="/b/llama-server", generic_bench=None,
-                             model={"path": "/m/model.gguf"}, quantized={}, synthetic={}, planned=False, nproc=2)
-    measured = _fixture_experiment(fixtures)  # t=1 has the highest clean tg in the capture
-    monkeypatch.setattr(experiments, "experiment", lambda *a, **kw: measured)
-    ex = experiments.thread_sweep(run, inp)
-    assert ex.best("tg") == "t=1" and ex.extra["best"] == 1 and ex.extra["threads"] == [1, 2]
+def test_sweep_keeps_the_default_unless_another_count_is_shown_faster():
+    from aios_lib.benchmark import proof
+
+    faster = _rounds_experiment({"t=1": [30.0, 30.6, 29.8, 30.3], "t=2": [20.0, 20.5, 19.7, 20.2]})
+    assert proof._best_threads(faster, "t=2", 0.02) == 1  # the winning config's threads field, not its label
+    tie = _rounds_experiment({"t=1": [20.0, 21.0, 19.5, 20.4], "t=2": [20.1, 20.8, 19.9, 20.2]})
+    assert proof._best_threads(tie, "t=2", 0.02) is None  # no CI above 1: llama.cpp's default stays
+    assert proof._best_threads(experiment.Experiment("s", "s", [], []), "t=2", 0.02) is None  # planned
 
 
 @pytest.mark.slow

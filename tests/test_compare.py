@@ -31,6 +31,33 @@ def _three_way(fixtures, scale):
     return experiment.Experiment("three_way", "three", confs, recs, baseline="blueprint")
 
 
+def _decomposition(fixtures, scale):
+    """Phase 05's proof as the notebook records it: four configurations in the same rounds, one
+    invocation (-r 1 each) a sample."""
+    labels = ["stock", "native build", "native + flags", "Synapse"]
+    gain = {"stock": 1.0, "native build": 1.3, "native + flags": 1.3, "Synapse": 1.4}
+    confs = [{"label": lab, "threads": 2, "shown": f"llama-bench ({lab})"} for lab in labels]
+    recs = []
+    for rnd in range(4):
+        for lab in labels:
+            k = scale * gain[lab] * (1 + 0.01 * rnd)
+            rows = [{**r, "samples_ts": r["samples_ts"][:1]} for r in _rows(fixtures, 1, k)]
+            recs.append({"label": lab, "round": rnd, "planned": False, "load": {"contended": False}, "rows": rows})
+    return experiment.Experiment("decomposition", "Synapse vs stock", confs, recs, baseline="stock")
+
+
+def _make_proof_run_dir(path, fixtures, scale, label):
+    from aios_lib.benchmark import proof
+
+    path.mkdir(parents=True)
+    rec = {"decomposition": _decomposition(fixtures, scale).to_dict(), "band": 0.02,
+           "stock_note": "llama.cpp as its releases ship it runs here (haswell module); it is the baseline."}
+    rec["findings"] = proof.findings(rec)
+    write_json(path / "results.json", {"05": {"proof": rec, "findings": rec["findings"]}})
+    write_json(path / "run.json", {"run_id": label})
+    return path
+
+
 def _make_run_dir(path, fixtures, scale, label):
     path.mkdir(parents=True)
     ex = _three_way(fixtures, scale)
@@ -48,11 +75,11 @@ def test_within_and_between_runs(tmp_path, fixtures):
     a = compare.load_run(_make_run_dir(tmp_path / "stock", fixtures, 1.0, "stock"))
     b = compare.load_run(_make_run_dir(tmp_path / "aios", fixtures, 1.10, "aios"))
     assert a.label == "stock" and "three_way" in a.experiments()
-    own = compare.within(b)
+    own = compare.within(b, "three_way")
     comp = own.comparisons()
     rb = comp[(comp.B == "runbook") & (comp.test == "tg16")].iloc[0]
     assert rb["B/A"] == pytest.approx(1.2, rel=0.01) and rb["significant"]
-    df = compare.between(a, b)
+    df = compare.between(a, b, "three_way")
     assert set(df["config"]) == {"blueprint", "defaults", "runbook"}
     assert (df["B/A"].round(3) == 1.1).all() and df["significant"].all()
     assert (df["CI low"] < 1.1).all() and (df["CI high"] > 1.1).all()
@@ -99,27 +126,33 @@ def test_notebook_07_compares_two_run_folders(tmp_path, fixtures):
 
     from aios_lib.core.paths import notebooks_dir
 
-    a = _make_run_dir(tmp_path / "stock", fixtures, 1.0, "stock")
-    b = _make_run_dir(tmp_path / "aios", fixtures, 1.10, "aios")
+    a = _make_proof_run_dir(tmp_path / "stock", fixtures, 1.0, "stock")
+    b = _make_proof_run_dir(tmp_path / "aios", fixtures, 1.10, "aios")
     out = tmp_path / "07.ipynb"
     pm.execute_notebook(str(notebooks_dir() / "07_compare.ipynb"), str(out), kernel_name="synapse",
                         parameters={"run_dir": str(b), "compare_with": str(a), "plan": True},
                         cwd=str(notebooks_dir()), progress_bar=False)
     nb = nbformat.read(out, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
-    assert "runbook" in text and "B/A" in text and "mean stock" in text and "mean aios" in text
-    assert text.count("image/png") >= 3  # bars, timeline, merged bars
+    assert "Synapse vs stock on this machine" in text and "x1.400 vs stock" in text
+    assert "B/A" in text and "mean stock" in text and "mean aios" in text
+    assert text.count("image/png") >= 2  # this run's bars, both runs' bars
 
 
-def test_aios_bench_prints_ratios_from_a_record(tmp_path, fixtures, capsys):
+def test_aios_bench_prints_the_findings_of_a_record(tmp_path, fixtures, capsys):
     from aios_lib.cli import main
 
-    d = _make_run_dir(tmp_path / "rec", fixtures, 1.0, "rec")
+    d = _make_proof_run_dir(tmp_path / "rec", fixtures, 1.0, "rec")
     assert main(["bench", "--from", str(d)]) == 0
     out = capsys.readouterr().out
-    assert "runbook's choice: -t 1" in out
-    line = next(ln for ln in out.splitlines() if "runbook" in ln and "tg16" in ln)
-    assert "x1.2" in line and "vs blueprint" in line and "95% CI" in line
+    verdict = next(ln for ln in out.splitlines() if "Synapse vs stock on this machine" in ln)
+    assert "tg16 1.40x [" in verdict and "pp64 1.40x [" in verdict
+    assert "The build: gains on tg16 (1.30x" in out and "Runtime flags: changes nothing that matters" in out
+    # a record from before the proof existed: its three configurations, paired per round
+    old = _make_run_dir(tmp_path / "old", fixtures, 1.0, "old")
+    assert main(["bench", "--from", str(old)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "runbook" in ln and "tg16" in ln)
+    assert "x1.200 vs blueprint" in line and "95% CI" in line
 
 
 def test_real_recorded_default_run(fixtures, capsys):
@@ -147,5 +180,5 @@ def test_real_recorded_default_run(fixtures, capsys):
     assert main(["bench", "--from", str(fixtures / "bench" / "run-full")]) == 0
     out = capsys.readouterr().out
     assert "pp1024" in out and "vs blueprint" in out
-    same = compare.between(r, r)
+    same = compare.between(r, r, "three_way")
     assert (same["B/A"] == 1).all() and not same["significant"].any()

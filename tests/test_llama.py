@@ -75,7 +75,7 @@ def test_verification_targets_and_the_release_layout(make_run):
     assert llama.build_targets(["llama-bench"], llama.RELEASE_OPTIONS) == ["llama-bench"]
     run = make_run(plan=True)
     rel = llama.build_release(run)
-    assert rel.planned and rel.cmake_options["GGML_BACKEND_DL"] == "ON" and rel.targets == ["llama-bench"]
+    assert rel.planned and rel.cmake_options["GGML_BACKEND_DL"] == "ON" and rel.targets == ["llama-bench", "llama-server"]
     assert "GGML_AVX2" not in rel.cmake_options  # runtime dispatch, not the SSE2 floor
 
 

@@ -1,9 +1,11 @@
-"""Compare benchmark records: within one run (the three configurations) or between two run folders.
+"""Compare benchmark records: within one run, or between two run folders.
 
 Reads ``outputs/<machine>/<run-id>/results.json`` (and ``run.json`` for the label); never the
-live system, so a record can be compared later, on another machine. Between two runs the same
-experiment's same configuration is compared test by test: ratio of means (B/A) with a 95% CI,
-Welch and Mann-Whitney p-values, and the inter-token latency percentiles side by side.
+live system, so a record can be compared later, on another machine. The unit is the invocation:
+one llama-bench process gives one sample (its mean). Within a run, configurations were measured
+in the same rounds, so their ratio is paired per round. Between two runs nothing pairs them in
+time: the same configuration is compared through its invocation means (ratio of means with a
+Fieller 95% CI, Welch and Mann-Whitney p-values).
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from ..measure import stats
 from ..measure.experiment import Experiment
 from ..core.records import read_json
 
-#: The results.json keys of phase 05 that hold Experiments
-EXPERIMENTS = ("three_way", "thread_sweep", "flash_attn", "native_vs_generic", "quant_synthetic", "quant_smollm2")
+#: The results.json keys of phase 05 that hold Experiments: the proof's (under ``05/proof``), then the
+#: keys of records made before the proof existed (they still load and compare)
+EXPERIMENTS = ("decomposition", "screen", "sweep", "quant", "three_way", "thread_sweep", "flash_attn",
+               "native_vs_generic", "quant_synthetic", "quant_smollm2")
 
 
 @dataclass
@@ -29,8 +33,12 @@ class RunRecord:
     def bench(self) -> dict:
         return self.results.get("05", {})
 
+    @property
+    def proof(self) -> dict:
+        return self.bench.get("proof") or {}
+
     def experiment(self, name: str) -> Experiment | None:
-        d = self.bench.get(name)
+        d = self.bench.get(name) or self.proof.get(name)
         return Experiment.from_dict(d) if d else None
 
     def experiments(self) -> dict[str, Experiment]:
@@ -65,7 +73,7 @@ def merged(a: Experiment, b: Experiment, la: str, lb: str, configs: list[str] | 
     return Experiment(f"{a.name}", f"{a.title}: {la} vs {lb}", confs, recs, baseline=confs[0]["label"] if confs else None)
 
 
-def between(a: RunRecord, b: RunRecord, name: str = "three_way", method: str = "fieller"):
+def between(a: RunRecord, b: RunRecord, name: str = "decomposition", method: str = "fieller"):
     """Each configuration of experiment ``name`` in run B relative to the same one in run A."""
     import pandas as pd
 
@@ -79,7 +87,8 @@ def between(a: RunRecord, b: RunRecord, name: str = "three_way", method: str = "
         if c not in eb.labels:
             continue
         for t in ea.tests():
-            xa, xb = ea.samples(c, t), eb.samples(c, t)
+            # one sample per invocation: its mean (repetitions inside a process are not independent)
+            xa, xb = list(ea.round_means(c, t).values()), list(eb.round_means(c, t).values())
             if not xa or not xb:
                 continue
             cmp = stats.compare(xa, xb, a.label, b.label, method=method)
@@ -112,8 +121,8 @@ def latency_side_by_side(a: RunRecord, b: RunRecord):
     return out
 
 
-def within(r: RunRecord, name: str = "three_way"):
-    """The run's own comparison for ``name`` (default: blueprint vs defaults vs runbook)."""
+def within(r: RunRecord, name: str = "decomposition"):
+    """The run's own comparison for ``name`` (default: stock, build, flags, Synapse)."""
     ex = r.experiment(name)
     if ex is None:
         from .report import Note
@@ -130,14 +139,15 @@ def summary_lines(ex: Experiment | None, baseline: str | None = None) -> list[st
     lines = []
     for label in ex.labels:
         for t in ex.tests():
-            s = stats.summarize(ex.samples(label, t))
+            s = stats.summarize(list(ex.round_means(label, t).values()))
             if not s.n:
                 continue
-            line = f"{label:>14} {t:>8}: {s.mean:8.1f} t/s  (95% CI {s.ci_low:.1f}-{s.ci_high:.1f}, CV {s.cv * 100:.1f}%)"
+            ci = f"95% CI {s.ci_low:.1f}-{s.ci_high:.1f}, " if s.n > 1 else ""
+            line = f"{label:>16} {t:>8}: {s.mean:8.1f} t/s  ({ci}{s.n} invocations)"
             if label != base:
-                c = ex.compare(base, label, t)
-                line += f"  x{c.ratio:.3f} vs {base} [{c.ci_low:.3f}, {c.ci_high:.3f}] p={c.p_welch:.2g}"
-                line += " *" if c.significant else ""
+                pr = ex.paired(base, label, t)
+                if pr.rounds > 1:
+                    line += f"  x{pr.ratio:.3f} vs {base} [{pr.ci_low:.3f}, {pr.ci_high:.3f}] {pr.verdict}"
             lines.append(line)
     if ex.contended_runs():
         lines.append(f"  ({ex.contended_runs()} of {len(ex.records)} runs contended by other processes)")

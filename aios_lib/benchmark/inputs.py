@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..facts import gather, llama as llama_facts
+from ..facts import FACTS, gather, llama as llama_facts
 from ..facts.llama import default_threads
 from ..runtime import cpus
 
@@ -27,18 +27,47 @@ class Inputs:
     help: dict | None = None
     nproc: int = 1
     source: str = "recorded"
+    #: phase 04's stock build (llama.cpp as its releases ship it) and whether it runs here
+    stock: dict | None = None
+    #: the SYNTHETIC quantisation the speed questions use, and the last-level cache it is set against
+    headline: str = "Q4_K_M"
+    llc_bytes: int | None = None
+
+    @property
+    def memory_model(self) -> dict | None:
+        """The memory-bound model of the speed questions (the SYNTHETIC headline quantisation)."""
+        return self.synthetic.get(self.headline)
+
+    def model_over_llc(self) -> float | None:
+        m = self.memory_model
+        size = (m or {}).get("file_size")
+        return size / self.llc_bytes if size and self.llc_bytes else None
 
     def _repr_markdown_(self) -> str:
-        rows = [f"- llama-bench: `{self.bench}`" + (" (not built yet: planned)" if self.planned else ""),
-                f"- generic llama-bench: `{self.generic_bench}`" if self.generic_bench else "- generic build: none",
-                f"- model: {self.model.get('name')} `{Path(self.model.get('path', '')).name}` "
+        mm = self.memory_model or {}
+        ratio = self.model_over_llc()
+        stock = self.stock or {}
+        rows = [f"- llama-bench (verified build): `{self.bench}`" + (" (not built yet: planned)" if self.planned else ""),
+                f"- stock build: `{(stock.get('build') or {}).get('bin_dir', 'not built')}`"
+                + (f": {stock.get('finding')}" if stock.get("finding") else ""),
+                f"- real model: {self.model.get('name')} `{Path(self.model.get('path', '')).name}` "
                 f"({(self.model.get('file_size') or 0) / 1e6:.1f} MB, sha256 `{self.model.get('sha256')}`)",
-                f"- quantized: {', '.join(self.quantized) or 'none'}",
-                f"- SYNTHETIC (random weights) quantized: {', '.join(self.synthetic) or 'none'}",
+                f"- memory-bound model: SYNTHETIC {self.headline} `{Path(mm.get('path', '')).name}` "
+                f"({(mm.get('file_size') or 0) / 1e9:.2f} GB"
+                + (f", {ratio:.1f} x the last-level cache of {self.llc_bytes / 2**20:.0f} MiB)" if ratio else ")"),
+                f"- SYNTHETIC (random weights) quantisations: {', '.join(self.synthetic) or 'none'}",
                 f"- logical CPUs (nproc): {self.nproc}; llama-bench's default threads: "
                 f"{default_threads(self.help) if self.help else 'unknown'}",
                 f"- inputs from: {self.source}"]
         return "\n".join(rows)
+
+
+def last_level_cache(cpu: dict | None) -> int | None:
+    """Bytes of the largest cache level the survey reports (per instance)."""
+    caches = (cpu or {}).get("caches") or {}
+    sizes = [c.get("per_instance_bytes") or c.get("total_bytes") for c in caches.values()]
+    sizes = [s for s in sizes if s]
+    return max(sizes) if sizes else None
 
 
 def _d(x) -> dict | None:
@@ -48,31 +77,33 @@ def _d(x) -> dict | None:
 
 
 def inputs(run) -> Inputs:
-    """Phase 4's build, generic build, model and quantized models.
+    """Phase 4's verified build, stock build, models and quantisations.
 
     Read from this run's results.json when phase 04 ran in it; otherwise phase 4's functions are
-    called (they reuse the cache, and in plan mode only plan)."""
+    called (they reuse the cache, verify, and in plan mode only plan)."""
     build = run.recorded("04", "build")
     mdl = run.recorded("04", "model")
     source = "phase 04 in this run (results.json)"
     generic = run.recorded("04", "build_generic")
     quantized = run.recorded("04", "quantized") or {}
     syn = run.recorded("04", "synthetic") or {}
+    stock = run.recorded("04", "stock_build")
+    rp = run.params.runtime
     if not build or not mdl:
-        from ..runtime import model, verify
+        from ..runtime import llama, model, verify
 
         source = "phase 4's cache, verified here (phase 04 did not run in this run folder)"
         m = model.provision(run)
         mdl = _d(m)
         b = verify.working_build(run, m.path).build
         build = _d(b)
-        rp = run.params.runtime
         if rp.llama.compare_generic:
             generic = _d(verify.generic_build(run, m.path).build)
         quantized = {q: _d(model.quantize(run, b, m, q)) for q in rp.bench.quantizations}
         if rp.synthetic.enabled:
-            s = model.synthetic_model(run, b)
-            syn = {"quantized": {q: _d(model.quantize(run, b, s, q)) for q in rp.synthetic.quantizations}}
+            syn = {"quantized": {q: _d(i) for q, i in model.synthetic_quantizations(run, b).items()}}
+        if rp.llama.compare_stock:
+            stock = verify.stock_finding(run, llama.build_release(run), m.path)
     bin_dir = Path(build["bin_dir"])
     planned = bool(build.get("planned")) or bool(mdl.get("planned")) or not (bin_dir / "llama-bench").exists()
     nproc = cpus.usable_cpus(run)
@@ -84,9 +115,11 @@ def inputs(run) -> Inputs:
     if generic:
         gen_bench = str(Path(generic["bin_dir"]) / "llama-bench")
     synq = {q: d for q, d in ((syn or {}).get("quantized") or {}).items() if d}
+    cpu = (run.recorded("01", "survey") or {}).get("cpu") or gather(run.runner, FACTS["cpu"])
     return Inputs(bench=str(bin_dir / "llama-bench"), server=str(bin_dir / "llama-server"), generic_bench=gen_bench,
                   model=mdl, quantized={q: d for q, d in quantized.items() if d}, synthetic=synq, planned=planned,
-                  help_text=help_text, help=help_info, nproc=nproc, source=source)
+                  help_text=help_text, help=help_info, nproc=nproc, source=source, stock=stock,
+                  headline=rp.synthetic.headline, llc_bytes=last_level_cache(cpu))
 
 
 @dataclass

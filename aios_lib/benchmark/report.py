@@ -289,3 +289,32 @@ def findings(chosen: dict | None, three: Experiment | None, native: Experiment |
     else:
         out.append("- Inter-token latency: not measured in this run.")
     return Note("\n".join(out))
+
+
+def ratio_plot(rows: Sequence[dict], title: str, band: float = stats.EQUIVALENCE_BAND, lower_is_better: bool = False):
+    """Paired ratios with their 95% CIs as horizontal bars against 1, the equivalence band shaded.
+    ``rows``: {"label", "ratio", "ci_low", "ci_high"} (PairedRatio.as_dict() plus a label)."""
+    rows = [r for r in rows if r.get("ratio") is not None and r.get("ratio") == r.get("ratio")]
+    if not rows:
+        return Note(f"*{title}: planned, not run*")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.2))
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows):
+        lo, hi = r.get("ci_low"), r.get("ci_high")
+        good = (lo is not None and (hi < 1 if lower_is_better else lo > 1))
+        bad = (lo is not None and (lo > 1 if lower_is_better else hi < 1))
+        color = "tab:green" if good else ("tab:red" if bad else "tab:gray")
+        if lo is not None and lo == lo:
+            ax.plot([lo, hi], [y, y], color=color, lw=3, solid_capstyle="butt")
+        ax.plot([r["ratio"]], [y], "o", color=color)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.axvspan(1 - band, 1 + band, color="tab:blue", alpha=0.08, label=f"equivalent within ±{band:.0%}")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r["label"] for r in rows], fontsize=8)
+    ax.set_xlabel("ratio (paired over rounds, 95% CI)" + ("; below 1 is better" if lower_is_better else ""))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return _close(fig)

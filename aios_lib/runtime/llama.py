@@ -432,9 +432,36 @@ def build_generic(run) -> LlamaBuild:
 
 
 def build_release(run, targets: list[str] | None = None) -> LlamaBuild:
-    """llama.cpp built the way its releases ship it for CPUs (:data:`RELEASE_OPTIONS`), same source."""
+    """llama.cpp built the way its releases ship it for CPUs (:data:`RELEASE_OPTIONS`), same source,
+    with llama-bench and llama-server (phase 05 measures both against Synapse's)."""
     return build(run, label="release", native=False, cmake_options=dict(RELEASE_OPTIONS),
-                 targets=targets or ["llama-bench"])
+                 targets=targets or ["llama-bench", "llama-server"])
+
+
+def cpu_variants(build: LlamaBuild) -> list[str]:
+    """The CPU backend modules of a GGML_BACKEND_DL build (``libggml-cpu-<name>.so``)."""
+    return sorted(p.name[len("libggml-cpu-"):-3] for p in build.bin_dir.glob("libggml-cpu-*.so"))
+
+
+def variant_dir(run, build: LlamaBuild, variant: str) -> Path:
+    """A bin folder of ``build`` that holds one CPU backend module only, so ggml's loader (which
+    scans the launcher's own folder and takes the best module the CPU supports) must load that
+    one: e.g. ``haswell`` (AVX2, FMA, F16C, BMI2: the x86-64-v3 level) on a CPU that has more.
+    The launchers are copied (the loader resolves /proc/self/exe, so a link would point back to
+    the full folder); the libraries are links."""
+    d = build.bin_dir.parent / "variants" / variant
+    r = run.runner
+    r.work(["rm", "-rf", str(d)], quiet=True, note=f"the {variant} module only")
+    r.work(["mkdir", "-p", str(d)], quiet=True)
+    files = sorted(build.bin_dir.iterdir()) if build.bin_dir.is_dir() else []
+    for f in files:
+        if f.name.startswith("libggml-cpu-") and f.name != f"libggml-cpu-{variant}.so":
+            continue
+        if f.name.startswith("llama-"):
+            r.work(["cp", "-p", str(f), str(d / f.name)], quiet=True)
+        else:
+            r.work(["ln", "-s", str(f), str(d / f.name)], quiet=True)
+    return d
 
 
 def feature_table(*builds: LlamaBuild):

@@ -615,13 +615,18 @@ def measure_extension(run, with_ext, without_ext, model_path, ext: str) -> dict:
 
 
 # ---- the stock build: a finding, not a failure of the run ----------------------------------------
+def _variant_of(v: Verification) -> str | None:
+    m = re.search(r"CPU backend module: ([\w-]+)", " ".join(c.detail for c in v.checks))
+    return m.group(1) if m else None
+
+
 def stock_finding(run, build, model_path) -> dict:
     """Verify llama.cpp as its releases ship it. When it crashes here that is the comparison's first
     result, recorded as such; the runtime workaround ``--repack 0`` (no extra buffer types: neither
     AMX nor the repacked kernels) is tried and recorded as a workaround, never applied silently."""
     v = verify(run, build, model_path)
     out: dict[str, Any] = {"build": build.to_dict(), "verification": v.to_dict(), "runs": None if v.planned else v.ok,
-                           "workaround": None}
+                           "workaround": None, "variant": _variant_of(v)}
     if v.planned:
         out["finding"] = "planned"
         return out
