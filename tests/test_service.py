@@ -72,6 +72,20 @@ def test_generated_units_have_the_requested_settings(make_run):
     assert not any(ln.startswith("LimitMEMLOCK") for ln in service.llama_unit(run2, "m.gguf").text.splitlines())
 
 
+def test_the_unit_carries_the_flags_phase_05_kept(make_run):
+    """The proof's chosen llama-server flags go into ExecStart=, its threads through the placement;
+    a planned proof (nothing measured) adds nothing."""
+    run = _run(make_run, {"mlock": False})
+    run.results.record("05", "chosen", {"threads": 2, "server_flags": {"--poll": "0", "--no-repack": None,
+                                                                       "-lm": "mmap+mlock"}})
+    u = service.llama_unit(run, "m.gguf")
+    start = next(ln for ln in u.text.splitlines() if ln.startswith("ExecStart="))
+    assert " -t 2 " in start and start.endswith("--metrics --poll 0 --no-repack -lm mmap+mlock")
+    assert u.meta["flags_from_phase_05"] == {"--poll": "0", "--no-repack": None, "-lm": "mmap+mlock"}
+    run.results.record("05", "chosen", {"threads": 2, "server_flags": {"--poll": "0"}, "planned": True})
+    assert "--poll" not in service.llama_unit(run, "m.gguf").text
+
+
 def test_placement_prefers_benchmark_then_survey(make_run):
     run = _run(make_run)
     run.results.record("01", "survey", {"cpu": {"physical_cores": 6}, "memory": {"total_bytes": 16 * 2**30}})

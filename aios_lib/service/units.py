@@ -155,6 +155,15 @@ def _network(run) -> list[tuple[str, str]]:
     return [("IPAddressAllow", " ".join(run.params.service.allow_networks))]
 
 
+def chosen_server_flags(run) -> dict[str, str | None]:
+    """The llama-server flags phase 05's proof kept for this machine (``05/chosen``): each one beat
+    llama.cpp's default with a CI above 1 there. Threads come through :func:`cpu_plan`."""
+    chosen = run.recorded("05", "chosen") or {}
+    if chosen.get("planned"):
+        return {}
+    return {k: v for k, v in (chosen.get("server_flags") or {}).items() if k != "-t"}
+
+
 def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: CpuPlan | None = None) -> Unit:
     """The llama-server unit Synapse OS runs."""
     sp = run.params.service
@@ -164,9 +173,12 @@ def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: 
     model = model_path(run, model_file)
     args = [exe, "-m", model, "--host", sp.host, "--port", str(sp.port), "-t", str(place.threads),
             "-c", str(sp.ctx_size), "-np", str(sp.parallel), "--metrics"]
-    if sp.mlock:
+    chosen = chosen_server_flags(run)
+    if sp.mlock and "-lm" not in chosen:
         # this llama.cpp has no --mlock any more: the load mode says it (mmap kept, as the blueprint asks)
         args += ["-lm", "mmap+mlock"]
+    for flag, value in chosen.items():
+        args += [flag] if value is None else [flag, str(value)]
     args += list(sp.extra_args)
     text = render([
         ("Unit", [("Description", f"Synapse inference service (llama-server, {model_file})"),
@@ -187,6 +199,7 @@ def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: 
     ])
     return Unit("llama-server.service", text, exe,
                 {"threads": place.threads, "cpus": place.cpus, "placement_source": place.source,
+                 "flags_from_phase_05": chosen,
                  "memory_high_bytes": budget.high_bytes, "memory_source": budget.source,
                  "model": model, "port": sp.port, "user": sp.user})
 
