@@ -137,6 +137,39 @@ def bench_lines(results_05: dict) -> list[str]:
     return summary_lines(Experiment.from_dict(old) if old else None)
 
 
+def _register_tune(sub) -> None:
+    sp = sub.add_parser("tune", help="search this machine's fastest runtime and host settings; write a tuned profile",
+                        description="Phase 08 on its own (the library call notebook 08 makes): coordinate racing over "
+                                    "runtime.tune.axes with paired rounds, a confirmation against llama.cpp's "
+                                    "defaults (and stock), and a tuned-profile.yaml in the run folder that "
+                                    "service.profile can name. Bounded by runtime.tune.budget_s. Run it on an idle "
+                                    "machine; `aios run 08` gives the same with the notebook's plots.",
+                        epilog="An interrupted tune continues with --resume RUN_DIR (no round is measured twice).")
+    sp.add_argument("--params", "-p", default="parameters/default.yaml", help="parameter file (YAML)")
+    sp.add_argument("--budget", type=int, metavar="SECONDS", help="time budget (default: runtime.tune.budget_s)")
+    sp.add_argument("--resume", metavar="RUN_DIR", help="continue the tune recorded in RUN_DIR")
+    sp.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args) -> int:
+    from .benchmark import inputs, tune
+    from .context import open_run
+    from .core.records import new_run_id, run_dir_for
+    from .params import load_params
+
+    params = load_params(args.params)
+    if args.budget:
+        params.runtime.tune.budget_s = args.budget
+    d = args.resume or run_dir_for(params.machine_name(), new_run_id(False, "tune"))
+    run = open_run(params, run_dir=d, phase="08")
+    rec = tune.tune(run, inputs.inputs(run))
+    run.record("tune", rec)
+    run.record("findings", tune.findings(rec))
+    print("\n".join(f"- {f}" for f in tune.findings(rec)))
+    print(f"record: {run.dir}")
+    return 0 if not rec.get("planned") else 1
+
+
 def _cmd_bench(args) -> int:
     from .benchmark.compare import load_run
 
@@ -185,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first re-render every record's HTML from its executed notebook (e.g. after an nbconvert upgrade)")
     _register_panel(sub)
     _register_bench(sub)
+    _register_tune(sub)
     return ap
 
 

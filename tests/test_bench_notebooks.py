@@ -27,9 +27,9 @@ def test_plan_mode_lists_every_benchmark_and_runs_none(tmp_path, monkeypatch):
     notes = " ".join(e.get("note") or "" for e in benches)
     for label in ("t=1", "native, as found", "+ poll 0", "all - poll 0", "native build", "Synapse", "Q4_K_M"):
         assert f"bench {label} round 1" in notes, label
-    # the knob screen's process settings become an argv prefix; the decomposition ran -p 128 -n 64
+    # the knob screen's process settings become an argv prefix; the decomposition runs -p 64 -n 32
     assert any(e["argv"][:3] == ["chrt", "--batch", "0"] for e in benches)
-    assert any("-p 128 -n 64" in e["cmdline"] for e in benches)
+    assert any("-p 64 -n 32" in e["cmdline"] for e in benches)
     servers = [e for e in entries if e["phase"] == "05" and Path(e["argv"][0]).name == "llama-server"]
     assert len(servers) >= 2 and all(e["planned"] and "--metrics" in e["argv"] for e in servers)
     nb = nbformat.read(outcome.run_dir / "05_benchmark.ipynb", as_version=4)

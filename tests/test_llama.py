@@ -68,11 +68,12 @@ def test_git_provider_is_pinned_and_planned(make_run, tmp_path, monkeypatch):
     assert lines[0].startswith("rm -rf") and lines[1].startswith("git clone") and "checkout --detach b6500" in lines[2]
 
 
-def test_verification_targets_and_the_release_layout(make_run):
+def test_verification_targets_and_the_release_layout(make_run, tmp_path, monkeypatch):
     assert llama.build_targets(["llama-server"]) == ["llama-server", "test-quantize-fns"]
     assert llama.build_targets(["test-quantize-fns", "llama-bench"]) == ["test-quantize-fns", "llama-bench"]
     # a GGML_BACKEND_DL build cannot link llama.cpp's kernel tests
     assert llama.build_targets(["llama-bench"], llama.RELEASE_OPTIONS) == ["llama-bench"]
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_path / "cache"))  # nothing cached: the build is planned
     run = make_run(plan=True)
     rel = llama.build_release(run)
     assert rel.planned and rel.cmake_options["GGML_BACKEND_DL"] == "ON" and rel.targets == ["llama-bench", "llama-server"]

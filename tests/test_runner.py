@@ -158,3 +158,47 @@ def test_build_progress_parser():
     assert build_progress("[ 45%] Building CXX object") == 0.45
     assert build_progress("[12/48] Building C object") == 0.25
     assert build_progress("random") is None
+
+
+def test_an_interrupt_stops_the_command_and_journals_it(tmp_path):
+    """Ctrl-C (SIGINT) of the process while a command runs: the command's process group is stopped
+    and the journal shows the command as interrupted."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aios_lib.core.journal import read_journal
+
+    script = f"""
+import sys
+from aios_lib.core.journal import Journal
+from aios_lib.core.runner import Runner
+r = Runner(journal=Journal({str(tmp_path / 'j.jsonl')!r}))
+print("start", flush=True)
+r.work(["sh", "-c", "sleep 60 & echo $! > {tmp_path / 'child.pid'}; wait"])
+"""
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "start"
+    pid_file = tmp_path / "child.pid"
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text().strip():
+            break
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    assert p.returncode != 0
+    time.sleep(0.2)
+    assert not _alive(child)  # sleep is gone (a zombie waiting for its reaper counts as gone)
+    entries = read_journal(tmp_path / "j.jsonl")
+    assert entries[-1]["note"] == "interrupted" and entries[-1]["argv"][:2] == ["sh", "-c"]
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs: its /proc entry exists and is no zombie."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")

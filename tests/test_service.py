@@ -168,3 +168,29 @@ def test_unknown_server_option_is_caught(make_run, llama_build):
     assert unit_checks.check_arguments(run, u, llama_build.binary("llama-server")) == ["--mlock"]
     flags = llama_facts.parse_help_flags("-t,    --threads N     threads\n-lm,   --load-mode MODE  x\n        - auto: mmap\n")
     assert {"-t", "--threads", "-lm", "--load-mode"} <= flags and "-" not in flags
+
+
+def test_phase_06_plan_on_a_tuned_profile_shows_its_values_in_the_unit(tmp_path, monkeypatch):
+    """A parameter file naming a tuned profile: the plan of phase 06 renders the unit with the
+    profile's threads, nice value and llama-server flags, and says which tune run they came from."""
+    import nbformat
+    import yaml
+
+    from aios_lib.execute import run_phases
+
+    monkeypatch.setenv("AIOS_OUTPUTS", str(tmp_path / "outputs"))
+    prof = {"profile_version": 1, "machine": "m", "tune_run": "20261202-000000-tune", "commit": "abc",
+            "created": "2026-12-02T00:00:00", "model": "x.gguf", "label": "-t 1, --poll 0, THP always",
+            "threads": 1, "server_flags": {"--poll": "0", "--no-repack": None},
+            "process": {"policy": "batch", "nice": -7}, "system": {"thp": "always"}, "evidence": {}}
+    (tmp_path / "tuned-profile.yaml").write_text(yaml.safe_dump(prof))
+    pf = tmp_path / "p.yaml"
+    pf.write_text(yaml.safe_dump({"schema_version": 1, "machine": {"name": "t"},
+                                  "service": {"profile": "tuned-profile.yaml"}}))
+    out = run_phases(str(pf), ["06"], plan=True, log_output=False)
+    assert out.ok, out.phases
+    nb = nbformat.read(out.run_dir / "06_hardening_packaging.ipynb", as_version=4)
+    text = str([c.get("outputs") for c in nb.cells])
+    start = next(ln for ln in text.split("\\n") if ln.startswith("ExecStart="))
+    assert " -t 1 " in start and "--poll 0" in start and "--no-repack" in start
+    assert "Nice=-7" in text and "20261202-000000-tune" in text

@@ -474,7 +474,8 @@ def run_all(run, inp, *, say=print) -> Proof:
             st_side = served_mod.ServerSide("stock" if stock else "native, as found", base.server,
                                             server_flags(base.flags), None, note=base.note)
             rec["served"] = served_mod.compare(run, st_side, syn_side, model_path, threads=default_t,
-                                               rounds=2 if quick else 6, requests=b.served_requests,
+                                               rounds=2 if quick else 8, min_rounds=2 if quick else 3,
+                                               requests=b.served_requests,
                                                n_predict=8 if quick else b.served_tokens, live=live,
                                                budget_s=budget.share("served"), say=say)
             budget.done("served", time.monotonic() - t0)
@@ -550,7 +551,7 @@ def decomposition_with(run, plan: Plan, stock: Side | None, v3: Side | None, kep
 
 def quant_table_experiment(run, inp, native: Side, kept: Sequence[Knob], b, live, budget_s: float) -> Experiment:
     """Every SYNTHETIC quantisation with Synapse's configuration, pp and tg, in the same rounds."""
-    gen = 8 if b.quick else 128
+    gen = 8 if b.quick else 128  # long generation: the blueprint's "Q5_K_M ~15% slower" is about tg128
     confs = [config(q, native, str(m["path"]), inp.nproc, kept, prompt=[b.proof_prompt], gen=[gen], reps=1)
              for q, m in inp.synthetic.items()]
     ex = measure(run, "quant_synthetic", f"Quantisations of the SYNTHETIC model (tg{gen})", confs, min_rounds=2,

@@ -95,7 +95,7 @@ def _median(xs: Sequence[float]) -> float | None:
 
 def compare(run, a: ServerSide, b: ServerSide, model: str, *, threads: int, rounds: int, requests: int = 2,
             n_predict: int = 64, live: LiveState | None = None, budget_s: float = 300.0, seed: int = 0,
-            say=print) -> dict:
+            min_rounds: int = 3, say=print) -> dict:
     """Sessions of ``a`` and ``b`` in rounds; every metric as the paired ratio b/a with a 95% CI."""
     rng = random.Random(seed)
     sessions: list[dict] = []
@@ -115,7 +115,7 @@ def compare(run, a: ServerSide, b: ServerSide, model: str, *, threads: int, roun
                     f"round {r + 1} {side.label}: gen {rec['gen_tps'] or 0:.1f} t/s, TTFT {rec['ttft_ms'] or 0:.0f} ms,"
                     f" p99 gap {rec['itl_p99_ms']:.1f} ms")
         done = r + 1
-        if run.plan or (time.monotonic() - t0) * (done + 1) / done > budget_s:
+        if run.plan or (done >= min_rounds and (time.monotonic() - t0) * (done + 1) / done > budget_s):
             break
     out: dict[str, Any] = {"a": a.label, "b": b.label, "sessions": sessions, "rounds": done,
                            "planned": run.plan, "seconds": round(time.monotonic() - t0, 1),

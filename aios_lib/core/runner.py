@@ -229,20 +229,31 @@ class Runner:
                 pass
         timed_out = False
         shown = False
-        while True:
-            try:
-                proc.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                elapsed = time.time() - started
-                if timeout is not None and elapsed > timeout:
-                    timed_out = True
-                    _terminate(proc, grace=5)
-                    proc.wait()
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=1.0)
                     break
-                if sink is not None and elapsed >= self.progress_after:
-                    sink.update(elapsed, state["frac"], state["last"])
-                    shown = True
+                except subprocess.TimeoutExpired:
+                    elapsed = time.time() - started
+                    if timeout is not None and elapsed > timeout:
+                        timed_out = True
+                        _terminate(proc, grace=5)
+                        proc.wait()
+                        break
+                    if sink is not None and elapsed >= self.progress_after:
+                        sink.update(elapsed, state["frac"], state["last"])
+                        shown = True
+        except BaseException:
+            # Ctrl-C or SIGTERM of this process: the command's whole process group stops too, and the
+            # journal shows the command as interrupted before the exception goes on
+            _terminate(proc, grace=5)
+            for th in threads:
+                th.join(timeout=5)
+            self._record(CommandResult(argv, kind, proc.returncode, "".join(out_chunks), "".join(err_chunks),
+                                       started, time.time() - started, cwd=str(cwd) if cwd else None,
+                                       note="interrupted"))
+            raise
         for t in threads:
             t.join(timeout=5)
         duration = time.time() - started

@@ -82,11 +82,19 @@ class Experiment:
         return [list(row["samples_ts"]) for _, row in self._measured(label, test, include_contended)]
 
     def round_means(self, label: str, test: str, include_contended: bool = True) -> dict[int, float]:
-        """Round -> the mean of that round's invocation: one sample per invocation."""
+        """Round -> the mean of that round's invocation: one sample per invocation. When a round has
+        a contended invocation and its clean repeat, the clean one is the sample."""
         out: dict[int, float] = {}
+        clean: set[int] = set()
         for rec, row in self._measured(label, test, include_contended):
-            if row["samples_ts"]:
-                out[rec["round"]] = sum(row["samples_ts"]) / len(row["samples_ts"])
+            if not row["samples_ts"]:
+                continue
+            contended = bool((rec.get("load") or {}).get("contended"))
+            if contended and rec["round"] in clean:
+                continue
+            out[rec["round"]] = sum(row["samples_ts"]) / len(row["samples_ts"])
+            if not contended:
+                clean.add(rec["round"])
         return out
 
     def paired(self, a: str, b: str, test: str, include_contended: bool = True,

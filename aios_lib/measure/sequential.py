@@ -89,7 +89,8 @@ class _Invocation:
 def measure(run, name: str, title: str, configs: Sequence[Configuration], *,
             primary: tuple[str, str, str] | None = None, target: float = 0.02, budget_s: float = 600.0,
             min_rounds: int = 3, max_rounds: int = 50, help_info: dict | None = None, live: LiveState | None = None,
-            seed: int = 0, baseline: str | None = None, notes: Sequence[str] = (), say=print) -> Experiment:
+            seed: int = 0, baseline: str | None = None, notes: Sequence[str] = (), retries: int = 2,
+            say=print) -> Experiment:
     """Interleaved rounds of ``configs`` with the stopping rule above; ``primary`` = (A, B, test)."""
     labels = [c.label for c in configs]
     if len(set(labels)) != len(labels):
@@ -110,10 +111,16 @@ def measure(run, name: str, title: str, configs: Sequence[Configuration], *,
         for c in order:
             if live is not None:
                 live.ensure(c.system, c.label)
-            rec = run_config(run, _Invocation(c), r, None)
-            rec["process"] = asdict(c.process)
-            rec["system"] = dict(c.system)
-            records.append(rec)
+            for attempt in range(1 + retries):
+                rec = run_config(run, _Invocation(c), r, None)
+                rec["process"] = asdict(c.process)
+                rec["system"] = dict(c.system)
+                rec["attempt"] = attempt
+                records.append(rec)
+                # another process used the CPUs meanwhile: the invocation is kept and flagged, and
+                # repeated; the clean repeat is the round's sample (Experiment.round_means)
+                if rec["planned"] or not (rec.get("load") or {}).get("contended"):
+                    break
             if say:
                 if rec["planned"]:
                     say(f"[plan] round {r + 1} {c.label}: {c.shown()}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .base import Section
 from .kernel import Kernel
@@ -28,7 +28,7 @@ from .system import BaseSystem
 SCHEMA_VERSION = 1
 
 #: Notebook ids in run order. Each id is the prefix of a file in notebooks/.
-ALL_PHASES = ["01", "02", "03", "04", "05", "06", "07"]
+ALL_PHASES = ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 class ParamsError(ValueError):
@@ -52,6 +52,12 @@ class Params(Section):
 
     #: where this file was read from (not a key of the file)
     source_file: Path | None = Field(default=None, exclude=True)
+    #: the tuned profile named by service.profile and what it set (params/profile.py; not a key)
+    _profile: dict | None = PrivateAttr(default=None)
+
+    @property
+    def profile(self) -> dict | None:
+        return self._profile
 
     @field_validator("schema_version")
     @classmethod
@@ -189,7 +195,9 @@ def load_params(path: str | Path) -> Params:
         raise ParamsError([f"{shown}:{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax"]) from None
     params = parse_params(data, shown)
     params.source_file = path
-    return params
+    from .profile import apply_profile
+
+    return apply_profile(params, shown, path.parent)
 
 
 __all__ = ["Params", "ParamsError", "load_params", "parse_params", "SCHEMA_VERSION", "ALL_PHASES",

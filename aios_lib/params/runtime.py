@@ -137,19 +137,37 @@ class Bench(Section):
     quick: bool = False
     #: Synapse against stock (phase 05's proof): the measurement time it may take, in seconds, shared
     #: out among its experiments; more time, tighter confidence intervals
-    budget_s: int = Field(660, ge=60, le=86400)
+    budget_s: int = Field(600, ge=60, le=86400)
     #: rounds of the headline comparison continue until its 95% CI half-width is at most this
     target_half_width: float = Field(0.02, gt=0, lt=0.5)
     #: a ratio whose CI lies inside 1 +- this counts as "no difference that matters"
     equivalence_band: float = Field(0.02, gt=0, lt=0.5)
     #: sizes of the proof's llama-bench invocations (one invocation = one sample)
-    proof_prompt: int = Field(128, ge=1)
-    proof_gen: int = Field(64, ge=1)
+    proof_prompt: int = Field(64, ge=1)
+    proof_gen: int = Field(32, ge=1)
     #: token generation length of the knob screen (each knob alone, and left out)
-    screen_gen: int = Field(32, ge=1)
+    screen_gen: int = Field(16, ge=1)
     #: the served comparison: completions per server session, tokens each
     served_requests: int = Field(2, ge=1)
-    served_tokens: int = Field(64, ge=8)
+    served_tokens: int = Field(32, ge=8)
+
+
+class Tune(Section):
+    """``aios tune``: coordinate racing over the axes below (aios_lib.benchmark.tune)."""
+
+    #: seconds the whole tune may take (search and confirmation)
+    budget_s: int = Field(900, ge=60, le=86400)
+    #: token generation length of one trial invocation
+    gen: int = Field(32, ge=1)
+    #: the axes searched, in order (known: threads, poll, prio, load, placement, thp, sched, ubatch,
+    #: kv_q8, numa); an axis this binary or host cannot apply is listed with the reason and skipped
+    axes: list[str] = ["threads", "poll", "prio", "load", "placement", "thp", "sched"]
+    #: rounds of a race before elimination starts, and at most
+    min_rounds: int = Field(3, ge=2, le=50)
+    max_rounds: int = Field(10, ge=2, le=100)
+    #: passes over every axis (a pass that changes nothing ends the search)
+    sweeps: int = Field(1, ge=1, le=10)
+    seed: int = 0
 
 
 class Runtime(Section):
@@ -157,3 +175,4 @@ class Runtime(Section):
     model: ModelSource = ModelSource()
     synthetic: SyntheticModel = SyntheticModel()
     bench: Bench = Bench()
+    tune: Tune = Tune()

@@ -49,6 +49,9 @@ class Service(Section):
     ctx_size: int = Field(4096, ge=256)
     parallel: int = Field(1, ge=1, le=64)
     extra_args: list[str] = Field(default_factory=list)
+    #: a tuned profile (the tuned-profile.yaml `aios tune` writes, relative to this file or the
+    #: project): its threads, nice value, llama-server flags and THP mode become these parameters
+    profile: str | None = None
     #: which llama.cpp build goes into the image: avx2 (the blueprint's target ISA; also what QEMU's
     #: TCG emulates), generic (baseline x86-64) or native (this host's -march=native)
     image_build: Literal["avx2", "generic", "native"] = "avx2"

@@ -158,10 +158,39 @@ def _network(run) -> list[tuple[str, str]]:
 def chosen_server_flags(run) -> dict[str, str | None]:
     """The llama-server flags phase 05's proof kept for this machine (``05/chosen``): each one beat
     llama.cpp's default with a CI above 1 there. Threads come through :func:`cpu_plan`."""
+    if run.params.profile:  # a tuned profile was applied at load: its flags are in service.extra_args
+        return {}
     chosen = run.recorded("05", "chosen") or {}
     if chosen.get("planned"):
         return {}
-    return {k: v for k, v in (chosen.get("server_flags") or {}).items() if k != "-t"}
+    extra = set(run.params.service.extra_args)
+    return {k: v for k, v in (chosen.get("server_flags") or {}).items() if k != "-t" and k not in extra}
+
+
+def provenance(run):
+    """Where the unit's tunable values come from: a tuned profile (which tune run), phase 05 of this
+    run, the parameter file, or a fallback, one row per value."""
+    import pandas as pd
+
+    sp = run.params.service
+    prof = run.params.profile or {}
+    applied = prof.get("applied") or {}
+    place = cpu_plan(run, "service")
+    rows = [{"value": "threads (-t)", "in the unit": place.threads,
+             "from": applied["service.threads"][1] if "service.threads" in applied else place.source},
+            {"value": "CPUAffinity", "in the unit": " ".join(map(str, place.cpus)),
+             "from": applied["service.cpus"][1] if "service.cpus" in applied else place.source},
+            {"value": "Nice", "in the unit": sp.nice,
+             "from": applied["service.nice"][1] if "service.nice" in applied else "parameters (service.nice)"}]
+    for k, (v, origin) in applied.items():
+        if k.startswith("llama-server "):
+            rows.append({"value": k, "in the unit": v if v is not None else "(flag)", "from": origin})
+    for k, v in chosen_server_flags(run).items():
+        rows.append({"value": f"llama-server {k}", "in the unit": v if v is not None else "(flag)",
+                     "from": "phase 05 of this run (the knob screen kept it)"})
+    if "system.thp" in applied:
+        rows.append({"value": "THP mode (image)", "in the unit": applied["system.thp"][0], "from": applied["system.thp"][1]})
+    return pd.DataFrame(rows, columns=["value", "in the unit", "from"])
 
 
 def llama_unit(run, model_file: str, budget: MemoryBudget | None = None, place: CpuPlan | None = None) -> Unit:

@@ -218,8 +218,9 @@ class LiveState:
         return out
 
     def restore_leftovers(self) -> list[Change]:
-        """A ledger left by a process that died before restoring: put its originals back."""
-        if not self.ledger.exists():
+        """A ledger left by a process that died before restoring: put its originals back. (Plan
+        mode changes nothing, so it neither needs nor touches a ledger.)"""
+        if self.runner.plan or not self.ledger.exists():
             return []
         try:
             data = json.loads(self.ledger.read_text())

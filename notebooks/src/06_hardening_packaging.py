@@ -37,10 +37,12 @@ run
 # %% [markdown]
 # ## 1. Where the service runs
 #
-# The thread count and the CPUs come from the benchmark (phase 05 records the best `-t` and the
-# cores it used); without that record, from the physical core count of the survey (phase 01);
-# the parameters can pin both (`cpus.cpu_plan`, the same rules the benchmark's choice comes
-# from). The record says which source was used.
+# The thread count and the CPUs come from a tuned profile when the parameters name one
+# (`service.profile`: the file `aios tune` writes, applied when the parameters are loaded), else
+# from the benchmark (phase 05 records the best `-t` and the llama-server flags whose gain it
+# showed); without either, from the physical core count of the survey (phase 01); the parameters
+# can pin both (`cpus.cpu_plan`, the same rules the benchmark's choice comes from). The table
+# below says where each value came from.
 #
 # `MemoryHigh` is *computed*: the machine's RAM minus a stated reserve for the OS. The blueprint
 # hard-codes `28G` for a 32 GB machine; on any other machine that number is wrong. `MemoryHigh`
@@ -53,6 +55,7 @@ budget = units.memory_high(run)
 run.record("placement", place.placement())
 run.record("memory", budget.__dict__)
 display(place)
+display(units.provenance(run))
 budget
 
 # %% [markdown]

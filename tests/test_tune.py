@@ -1,0 +1,170 @@
+"""The tuner's racing on synthetic measurement series with known answers (drift and noise included),
+resume from the trial log, and the profile."""
+import math
+import random
+
+import pytest
+
+from aios_lib.benchmark import tune
+
+# a small space: three axes, 2 x 3 x 2 = 12 configurations
+SPACE = [
+    tune.Axis("poll", (tune.Level("--poll 50"), tune.Level("--poll 0", (("--poll", "0"),)))),
+    tune.Axis("load", (tune.Level("-lm mmap"), tune.Level("-lm mmap+mlock", (("-lm", "mmap+mlock"),)),
+                       tune.Level("-lm none", (("-lm", "none"),)))),
+    tune.Axis("thp", (tune.Level("THP as found"), tune.Level("THP always", system=(("thp", "always"),)))),
+]
+
+
+def fake(effects: dict[tuple[int, int], float], noise: float = 0.01, drift: float = 0.004, seed: int = 0):
+    """A Measure: t/s = 100 x product of each axis level's effect x (1 + drift per round) x noise."""
+    rng = random.Random(seed)
+    calls = []
+
+    def measure(todo, round_no):
+        calls.append(len(todo))
+        out = {}
+        for label, cand in todo:
+            m = 100.0 * (1 + drift * len(calls))
+            for a, i in enumerate(cand):
+                m *= effects.get((a, i), 1.0)
+            out[label] = m * rng.gauss(1, noise)
+        return out
+
+    measure.calls = calls
+    return measure
+
+
+def test_race_eliminates_the_worse_and_stops_when_separated():
+    m = fake({(0, 1): 1.08})  # --poll 0 is 8% faster
+    cands = {"a": (0, 0, 0), "b": (1, 0, 0)}
+    r = tune.race("poll", cands, ("ref", (0, 0, 0)), m, space=SPACE, band=0.02)
+    assert r.winner == "b" and "a" in r.eliminated and r.stop.startswith("separated")
+    pr = r.paired("a", "b", 0.02)
+    assert pr.ci_low <= 1.08 <= pr.ci_high  # the known effect is recovered within its CI
+    assert len(r.rounds) <= 5
+
+
+def test_no_difference_stops_and_keeps_the_cheaper_default():
+    m = fake({}, noise=0.003)
+    cands = {"defaults": (0, 0, 0), "--poll 0": (1, 0, 0)}
+    r = tune.race("poll", cands, ("ref", (0, 0, 0)), m, space=SPACE, band=0.02)
+    assert r.stop.startswith("the remaining candidates are equivalent")
+    assert r.winner == "defaults" and not r.eliminated
+
+
+def test_too_noisy_to_tell_runs_to_the_limit_and_keeps_the_default():
+    m = fake({(0, 1): 1.01}, noise=0.08)
+    r = tune.race("poll", {"defaults": (0, 0, 0), "--poll 0": (1, 0, 0)}, ("ref", (0, 0, 0)), m, space=SPACE,
+                  band=0.02, max_rounds=6)
+    assert r.stop == "maximum of 6 rounds" and r.winner == "defaults"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coordinate_search_finds_the_optimum_of_a_separable_space(seed):
+    effects = {(0, 1): 1.06, (1, 2): 1.10, (1, 1): 0.97, (2, 1): 1.0}  # thp makes no difference
+    m = fake(effects, seed=seed)
+    res = tune.coordinate_search(SPACE, m, band=0.02)
+    assert res["winner"] == (1, 2, 0)  # poll 0, -lm none, THP left as found (no difference: cheaper)
+    assert res["label"] == "--poll 0, -lm none"
+    # fewer invocations than measuring all 12 configurations for five rounds
+    exhaustive = len(tune.all_candidates(SPACE)) * 5
+    assert sum(m.calls) < exhaustive * 2 / 3
+
+
+def test_deadline_ends_the_search_with_the_best_so_far():
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    res = tune.coordinate_search(SPACE, fake({(0, 1): 1.2}), band=0.02, deadline=6.0, clock=clock)
+    assert res["races"][-1].stop == "budget ended" or len(res["races"]) < len(SPACE)
+
+
+def test_resume_replays_the_stored_rounds_and_measures_only_the_rest(tmp_path):
+    log = tune.TrialLog(tmp_path / "trials.jsonl")
+    m1 = fake({(0, 1): 1.08}, seed=1)
+    first = tune.coordinate_search(SPACE, m1, band=0.02, store=log.store)
+    with open(log.path, "a") as f:
+        f.write('{"stage": "cut by a kill')  # a half-written last line is ignored
+    replay = log.replay()
+    assert len(replay) == sum(len(r.rounds) for r in first["races"])
+    m2 = fake({(0, 1): 1.08}, seed=1)
+    again = tune.coordinate_search(SPACE, m2, band=0.02, replay=replay)
+    assert again["winner"] == first["winner"] and m2.calls == []  # nothing measured twice
+
+
+def test_space_lists_what_cannot_apply():
+    space, left = tune.space_for(None, ["threads", "poll", "thp", "numa", "nope"], nproc=2, default_threads=2,
+                                 help_flags={"-t", "--poll"}, unavailable={"thp": "no THP on this kernel"})
+    assert [ax.name for ax in space] == ["threads", "poll"]
+    assert space[0].default == 1 and [lv.name for lv in space[0].levels] == ["-t 1", "-t 2"]
+    why = {x["axis"]: x["why"] for x in left}
+    assert why["thp"] == "no THP on this kernel" and "one NUMA node" in why["numa"] and "unknown axis" in why["nope"]
+
+
+def test_profile_carries_flags_process_and_system_settings():
+    cand = (1, 1, 1)
+    p = tune.profile(SPACE, cand, run_id="r1", machine="m", evidence={"x": 1}, model="x.gguf", commit="abc")
+    assert p["profile_version"] == tune.PROFILE_VERSION and p["tune_run"] == "r1"
+    assert p["server_flags"] == {"--poll": "0", "-lm": "mmap+mlock"} and p["system"] == {"thp": "always"}
+    assert p["threads"] is None and p["label"] == "--poll 0, -lm mmap+mlock, THP always"
+
+
+def test_warm_up_stops_when_two_invocations_agree():
+    vals = iter([80.0, 95.0, 99.0, 99.5, 99.4])
+    m = lambda todo, r: {todo[0][0]: next(vals)}  # noqa: E731
+    assert tune.warm_up(m, ("ref", (0, 0, 0)), 0.02) == [80.0, 95.0, 99.0, 99.5]
+    assert math.isnan(tune.warm_up(lambda t, r: {}, ("ref", (0,)), 0.02, max_runs=2)[0])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_killed_tune_restores_the_host_and_resumes(tmp_path, llama_build, smollm2):
+    """`aios tune` on a tiny SYNTHETIC model, killed with SIGTERM in the middle of its search: THP
+    is back to what it was and the trial log is intact; `aios tune --resume` finishes the same run
+    without measuring the stored rounds again and writes a profile that phase 06 can name."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    env = {**os.environ, "AIOS_OUTPUTS": str(tmp_path / "outputs")}
+    pf = tmp_path / "tune.yaml"
+    pf.write_text(yaml.safe_dump({"schema_version": 1, "machine": {"name": "t"}, "runtime": {
+        "llama": {"compare_stock": False},
+        "tune": {"budget_s": 120, "gen": 8, "axes": ["poll", "load", "thp"], "min_rounds": 2, "max_rounds": 4},
+        "synthetic": {"n_embd": 256, "n_layer": 2, "n_head": 4, "n_head_kv": 2, "n_ff": 512, "n_vocab": 512}}}))
+    before = thp.read_text() if thp.exists() else None
+    p = subprocess.Popen([sys.executable, "-m", "aios_lib.cli", "tune", "--params", str(pf)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    log = None
+    while time.time() < deadline:
+        logs = list((tmp_path / "outputs").rglob("tune-trials.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= 4:
+            log = logs[0]
+            break
+        assert p.poll() is None, p.stdout.read()
+        time.sleep(0.5)
+    assert log is not None
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=120)
+    assert (thp.read_text() if thp.exists() else None) == before
+    stored = len(log.read_text().splitlines())
+    r = subprocess.run([sys.executable, "-m", "aios_lib.cli", "tune", "--params", str(pf), "--resume", str(log.parent)],
+                       env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = json.loads((log.parent / "results.json").read_text())["08"]["tune"]
+    assert rec["resumed_rounds"] >= stored - 1 and rec["live"]["restored"] is True
+    prof = yaml.safe_load((log.parent / "tuned-profile.yaml").read_text())
+    assert prof["tune_run"] == log.parent.name and "evidence" in prof
+    assert (thp.read_text() if thp.exists() else None) == before
