@@ -24,6 +24,7 @@ examples:
   aios run --params parameters/default.yaml       survey, build and benchmark this machine
   aios run 02 --params parameters/my-box.yaml     only the base-system phase
   aios check parameters/my-box.yaml               validate a parameter file
+  aios model check model.gguf                     check a downloaded GGUF before serving it
 
 Destructive phases (02, 03 install, 06 image) write only the target named in the parameter
 file, and only when target.confirm repeats that exact device or image path.
@@ -199,6 +200,28 @@ def _cmd_bench(args) -> int:
     return 0 if ok else 1
 
 
+# ---- aios model check: a GGUF's structure before anything serves it (aios_lib/runtime/model.py) ----
+def _register_model(sub) -> None:
+    sp = sub.add_parser("model", help="check a GGUF model file before serving it",
+                        description="Model files: `aios model check FILE` reads a GGUF's structure (counts, types, "
+                                    "data ranges inside the file, aligned and not overlapping, an architecture the "
+                                    "pinned llama.cpp supports) without running any binary.")
+    actions = sp.add_subparsers(dest="model_action", required=True, metavar="ACTION")
+    ck = actions.add_parser("check", help="print a summary and exit 0, or say what is wrong and exit 2")
+    ck.add_argument("file", help="the .gguf file")
+    ck.add_argument("--params", "-p", default="parameters/default.yaml",
+                    help="parameters whose llama.cpp source decides the supported architectures (default %(default)s)")
+    ck.set_defaults(func=_cmd_model_check)
+
+
+def _cmd_model_check(args) -> int:
+    from .runtime.model import check_file
+
+    ok, lines = check_file(args.file, args.params)
+    print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aios", description="Synapse: the runbook that builds and measures Synapse OS.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_panel(sub)
     _register_bench(sub)
     _register_tune(sub)
+    _register_model(sub)
     return ap
 
 

@@ -112,6 +112,22 @@ def put_findings_first(ipynb: Path, findings: list[str] | None) -> bool:
     return True
 
 
+def synapse_commit(run_dir: Path) -> dict:
+    """``{"commit", "dirty"}`` of the Synapse checkout this run is made with (empty outside git),
+    probed through the runner so the command is in the run's journal."""
+    from .core.journal import Journal
+    from .core.paths import project_root
+    from .core.runner import Runner
+
+    r = Runner(journal=Journal(run_dir / "commands.jsonl"), phase="run")
+    head = r.probe(["git", "-C", str(project_root()), "rev-parse", "HEAD"], check=False, quiet=True)
+    if head.rc != 0:
+        return {}
+    status = r.probe(["git", "-C", str(project_root()), "status", "--porcelain", "--untracked-files=no"],
+                     check=False, quiet=True)
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def _failure_text(exc: Exception, output: Path) -> str:
     cell = getattr(exc, "exec_count", None)
     ename = getattr(exc, "ename", type(exc).__name__)
@@ -133,7 +149,7 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
     outcome = RunOutcome(run_dir=run_dir, plan=plan)
     meta = {"run_id": run_id, "machine": params.machine_name(), "plan": plan,
             "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "phases": []}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "phases": [], **synapse_commit(run_dir)}
     write_json(run_dir / "run.json", meta)
     for phase in wanted:
         nb = notebook_for(phase)

@@ -3,6 +3,8 @@ one-time extraction into the cache), the localmodconfig refusal, and plan mode f
 
 The tiny kernel build and boot are in test_kernel_boot.py.
 """
+import shutil
+
 import pytest
 
 from aios_lib.kernel import build as kernel_build, config as kernel_config, install as kernel_install, source as kernel_source
@@ -149,8 +151,12 @@ def test_two_members_of_one_choice(make_run, src612):
     assert "PREEMPT=y won" in by["PREEMPT_VOLUNTARY"].reason and "table also asks" in by["PREEMPT_VOLUNTARY"].reason
 
 
-def test_localmodconfig_refuses_empty_list_before_running_anything(make_run, fixtures):
-    run = make_run(_params(localmodconfig=True, lsmod_file=str(fixtures / "kernel" / "lsmod-empty.txt")))
+def test_localmodconfig_refuses_empty_list_before_running_anything(make_run, fixtures, tmp_path):
+    # an empty list is refused when the parameters load; one emptied after that, here
+    listed = tmp_path / "lsmod.txt"
+    shutil.copyfile(fixtures / "kernel" / "lsmod-kvm-guest.txt", listed)
+    run = make_run(_params(localmodconfig=True, lsmod_file=str(listed)))
+    shutil.copyfile(fixtures / "kernel" / "lsmod-empty.txt", listed)
     with pytest.raises(kernel_source.KernelError, match="names no modules.*lsmod > lsmod.txt"):
         kernel_config.configure(run, kernel_source.KernelSource("debian-package", "6.12", "x", resolve_in_project("nowhere")))
     assert not any("localmodconfig" in r.cmdline for r in run.runner.history)

@@ -50,8 +50,8 @@ def test_truncated_gguf_refused(smollm2, tmp_path, size):
 
 @pytest.mark.parametrize("offset,data,why", [
     (0, b"GGUX", "not a GGUF"),                      # magic
-    (4, struct.pack("<I", 99), "malformed"),          # version
-    (16, struct.pack("<Q", 1 << 40), "malformed"),   # n_kv absurd
+    (4, struct.pack("<I", 99), "corrupt"),            # version
+    (16, struct.pack("<Q", 1 << 40), "corrupt"),     # n_kv absurd
 ])
 def test_corrupted_header_refused(smollm2, tmp_path, offset, data, why):
     bad = _copy(smollm2.path, tmp_path / "flip.gguf")

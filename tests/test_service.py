@@ -116,8 +116,15 @@ def test_memory_high_from_params_survey_and_refusal(make_run):
     run.results.record("01", "survey", {"memory": {"total_bytes": 32 * 2**30}})
     b = service.memory_high(run)
     assert b.directive == "28672M" and "phase 01" in b.source  # the blueprint's 28G, computed
+    # a RAM the parameters state is checked when they load (aios check); one the survey found, here
+    from aios_lib.params import ParamsError
+
+    with pytest.raises(ParamsError, match="leaves less than 256 MiB"):
+        make_run({"service": {"ram_gib": 2, "memory_reserve_gib": 4}})
+    small = make_run({"service": {"memory_reserve_gib": 4}})
+    small.results.record("01", "survey", {"memory": {"total_bytes": 2 * 2**30}})
     with pytest.raises(ServiceError, match="too little"):
-        service.memory_high(make_run({"service": {"ram_gib": 2, "memory_reserve_gib": 4}}))
+        service.memory_high(small)
 
 
 def test_parse_security_fixture():

@@ -97,12 +97,28 @@ def test_resume_replays_the_stored_rounds_and_measures_only_the_rest(tmp_path):
 
 
 def test_space_lists_what_cannot_apply():
-    space, left = tune.space_for(None, ["threads", "poll", "thp", "numa", "nope"], nproc=2, default_threads=2,
+    space, left = tune.space_for(None, ["threads", "poll", "thp", "numa"], nproc=2, default_threads=2,
                                  help_flags={"-t", "--poll"}, unavailable={"thp": "no THP on this kernel"})
     assert [ax.name for ax in space] == ["threads", "poll"]
     assert space[0].default == 1 and [lv.name for lv in space[0].levels] == ["-t 1", "-t 2"]
     why = {x["axis"]: x["why"] for x in left}
-    assert why["thp"] == "no THP on this kernel" and "one NUMA node" in why["numa"] and "unknown axis" in why["nope"]
+    assert why["thp"] == "no THP on this kernel" and "one NUMA node" in why["numa"]
+
+
+def test_every_known_axis_has_levels_and_the_parameters_refuse_others(tmp_path):
+    from aios_lib.params import load_params, ParamsError
+    from aios_lib.params.runtime import TUNE_AXES
+
+    space, left = tune.space_for(None, list(TUNE_AXES), nproc=2, default_threads=2, help_flags=set(),
+                                 unavailable={}, numa_nodes=2)
+    assert sorted(ax.name for ax in space) == sorted(TUNE_AXES) and left == []
+    bad = tmp_path / "p.yaml"
+    bad.write_text("runtime:\n  tune:\n    axes: [threads, nope]\n")
+    with pytest.raises(ParamsError, match=r"runtime\.tune\.axes.*no such axis"):
+        load_params(bad)
+    bad.write_text("runtime:\n  tune:\n    min_rounds: 9\n    max_rounds: 4\n")
+    with pytest.raises(ParamsError, match="min_rounds 9 is more than max_rounds 4"):
+        load_params(bad)
 
 
 def test_profile_carries_flags_process_and_system_settings():

@@ -290,10 +290,7 @@ def space_for(run, axes: Sequence[str], *, nproc: int, default_threads: int, hel
     }
     out, left = [], []
     for name in axes:
-        ax = defs.get(name)
-        if ax is None:
-            left.append({"axis": name, "why": f"unknown axis: known are {sorted(defs)}"})
-            continue
+        ax = defs[name]  # the parameter model allows only known axes (TUNE_AXES)
         if name == "numa" and numa_nodes <= 1:
             left.append({"axis": name, "why": "one NUMA node: nothing to distribute"})
             continue

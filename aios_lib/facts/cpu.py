@@ -84,6 +84,158 @@ def generation(vendor: str | None, family: int | None, model: int | None, steppi
     return None
 
 
+# ---- generation from the ISA flags ---------------------------------------------------------
+#
+# A hypervisor rewrites CPUID: it may report another model number than the host's (a cloud VM on
+# a Sapphire Rapids host reporting model 0xA7, a Rocket Lake number) and it may hide extensions the
+# host has (AMX and AVX512-BF16 masked on an Emerald Rapids host). The flags are what code may
+# use, so the generation is cross-checked against them: each marker extension below first
+# appeared in the named generation, and a generation's own set says what every part of it has.
+
+#: marker extension (/proc/cpuinfo name) -> (Intel generation that introduced it, its rank)
+INTEL_FIRST = {
+    "avx": ("Sandy Bridge", 1), "avx2": ("Haswell", 2), "avx512f": ("Skylake-SP/X", 3),
+    "avx512_vnni": ("Cascade Lake", 4), "avx512_bf16": ("Cooper Lake", 5), "avx512_vbmi2": ("Ice Lake", 5),
+    "avx512_vp2intersect": ("Tiger Lake", 6), "avx_vnni": ("Alder Lake", 7),
+    "amx_tile": ("Sapphire Rapids", 8), "avx512_fp16": ("Sapphire Rapids", 8), "amx_fp16": ("Granite Rapids", 9),
+}
+#: the same for AMD (no AMD part has AMX or AVX512-FP16)
+AMD_FIRST = {
+    "avx": ("Bulldozer", 1), "avx2": ("Excavator", 2), "avx512f": ("Zen 4", 3), "avx512_vnni": ("Zen 4", 3),
+    "avx512_bf16": ("Zen 4", 3), "avx512_vbmi2": ("Zen 4", 3), "avx_vnni": ("Zen 5", 4),
+    "avx512_vp2intersect": ("Zen 5", 4),
+}
+#: the names people read for the marker flags
+MARKER_NAMES = {"avx": "AVX", "avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI",
+                "avx512_bf16": "AVX512-BF16", "avx512_vbmi2": "AVX512-VBMI2", "avx512_vp2intersect": "AVX512-VP2INTERSECT",
+                "avx_vnni": "AVX-VNNI", "amx_tile": "AMX", "avx512_fp16": "AVX512-FP16", "amx_fp16": "AMX-FP16"}
+
+_AVX2 = {"avx", "avx2"}
+_ICL = _AVX2 | {"avx512f", "avx512_vnni", "avx512_vbmi2"}
+_SPR = _ICL | {"avx512_bf16", "avx_vnni", "amx_tile", "avx512_fp16"}
+_ZEN4 = _AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16", "avx512_vbmi2"}
+#: generation -> the marker extensions every part of it has (generations not listed are not checked)
+GENERATION_MARKERS: dict[str, set[str]] = {
+    "Sandy Bridge": {"avx"}, "Sandy Bridge-E": {"avx"}, "Ivy Bridge": {"avx"}, "Ivy Bridge-E": {"avx"},
+    **{g: set(_AVX2) for g in ("Haswell", "Haswell-E/EP", "Broadwell", "Broadwell-E/EP", "Broadwell-DE", "Skylake",
+                                "Kaby Lake", "Coffee Lake", "Kaby Lake / Coffee Lake", "Comet Lake",
+                                "Kaby Lake / Coffee Lake / Whiskey Lake / Comet Lake (mobile)")},
+    "Skylake-SP/X": _AVX2 | {"avx512f"}, "Cascade Lake": _AVX2 | {"avx512f", "avx512_vnni"},
+    "Cooper Lake": _AVX2 | {"avx512f", "avx512_vnni", "avx512_bf16"},
+    **{g: set(_ICL) for g in ("Ice Lake", "Ice Lake-SP", "Ice Lake-D", "Rocket Lake")},
+    "Tiger Lake": _ICL | {"avx512_vp2intersect"},
+    **{g: _AVX2 | {"avx_vnni"} for g in ("Alder Lake", "Alder Lake-N", "Raptor Lake", "Meteor Lake", "Arrow Lake",
+                                           "Lunar Lake", "Sierra Forest")},
+    "Sapphire Rapids": set(_SPR), "Emerald Rapids": set(_SPR), "Granite Rapids": _SPR | {"amx_fp16"},
+    "Bulldozer": {"avx"}, "Excavator": set(_AVX2), "Zen": set(_AVX2), "Zen+": set(_AVX2), "Zen 2": set(_AVX2), "Zen 3": set(_AVX2), "Zen 3+": set(_AVX2),
+    "Zen 4": set(_ZEN4), "Zen 4c": set(_ZEN4), "Zen 5": _ZEN4 | {"avx_vnni", "avx512_vp2intersect"},
+}
+
+#: gcc's -march= names -> the generation they stand for (what ``-march=native`` resolved to)
+GCC_MARCH = {
+    "sandybridge": "Sandy Bridge", "ivybridge": "Ivy Bridge", "haswell": "Haswell", "broadwell": "Broadwell",
+    "skylake": "Skylake", "skylake-avx512": "Skylake-SP/X", "cascadelake": "Cascade Lake",
+    "cooperlake": "Cooper Lake", "cannonlake": "Cannon Lake", "icelake-client": "Ice Lake",
+    "icelake-server": "Ice Lake-SP", "tigerlake": "Tiger Lake", "rocketlake": "Rocket Lake",
+    "alderlake": "Alder Lake", "raptorlake": "Raptor Lake", "meteorlake": "Meteor Lake", "arrowlake": "Arrow Lake",
+    "lunarlake": "Lunar Lake", "sapphirerapids": "Sapphire Rapids", "emeraldrapids": "Emerald Rapids",
+    "graniterapids": "Granite Rapids", "sierraforest": "Sierra Forest", "znver1": "Zen", "znver2": "Zen 2",
+    "znver3": "Zen 3", "znver4": "Zen 4", "znver5": "Zen 5", "x86-64": "baseline x86-64",
+}
+
+
+def _names(markers) -> str:
+    return ", ".join(MARKER_NAMES.get(m, m) for m in sorted(markers, key=lambda m: list(MARKER_NAMES).index(m)))
+
+
+#: generations in the order their ISA grew, per vendor: the floor is the first whose markers
+#: include every marker the flags show (Ice Lake lacks BF16 and Cooper Lake VBMI2: both at once
+#: first appear in Sapphire Rapids)
+FLOOR_ORDER = {
+    "GenuineIntel": ["Sandy Bridge", "Haswell", "Skylake-SP/X", "Cascade Lake", "Cooper Lake", "Ice Lake",
+                     "Tiger Lake", "Alder Lake", "Sapphire Rapids", "Granite Rapids"],
+    "AuthenticAMD": ["Bulldozer", "Excavator", "Zen 4", "Zen 5"],
+}
+
+
+def generation_from_flags(vendor: str | None, flags) -> dict[str, Any] | None:
+    """The oldest generation whose ISA the flags show: ``{"floor", "markers"}``.
+
+    None for a vendor without a table. ``floor`` is a lower bound ("Ice Lake or newer"): flags
+    only ever show what a CPU has at least; ``markers`` are the marker extensions present."""
+    table = {"GenuineIntel": INTEL_FIRST, "AuthenticAMD": AMD_FIRST}.get(vendor or "")
+    if table is None:
+        return None
+    have = [f for f in table if f in set(flags)]
+    if not have:
+        return {"floor": None, "markers": []}
+    floor = next((g for g in FLOOR_ORDER[vendor] if set(have) <= GENERATION_MARKERS[g]), None)
+    if floor is None:  # no generation has all of them (AMX on an AMD CPU): the newest marker decides
+        top = max(table[f][1] for f in have)
+        floor = next(table[f][0] for f in have if table[f][1] == top)
+    return {"floor": floor, "markers": have}
+
+
+def generation_check(vendor: str | None, generation_name: str | None, flags, *, march: str | None = None,
+                     virtual: bool = False, model_hex: str | None = None) -> dict[str, Any]:
+    """CPUID's generation against the ISA flags (and gcc's ``-march=native``, when given).
+
+    ``agrees`` is False when the flags show an extension the reported generation never had
+    (``beyond``: the model number is not the real one) or lack one every part of it has
+    (``hidden``: masked by the hypervisor). ``sentence`` says it in words; Synapse uses the flags.
+    """
+    flags = set(flags or [])
+    by_flags = generation_from_flags(vendor, flags)
+    expected = GENERATION_MARKERS.get(generation_name or "")
+    table = {"GenuineIntel": INTEL_FIRST, "AuthenticAMD": AMD_FIRST}.get(vendor or "", {})
+    out: dict[str, Any] = {"reported": generation_name, "model_hex": model_hex,
+                           "flags_floor": (by_flags or {}).get("floor"), "flags_markers": (by_flags or {}).get("markers", []),
+                           "gcc_march": march, "gcc_generation": GCC_MARCH.get(march or "", None) if march else None,
+                           "beyond": [], "hidden": [], "agrees": True, "checked": False, "believed": generation_name,
+                           "sentence": None}
+    impossible = sorted(f for f in ("amx_tile", "avx512_fp16") if f in flags) if vendor == "AuthenticAMD" else []
+    if expected is not None:
+        out["checked"] = True
+        present = {f for f in table if f in flags} | set(impossible)
+        out["beyond"] = sorted(present - expected, key=lambda m: list(MARKER_NAMES).index(m))
+        out["hidden"] = sorted(expected - present, key=lambda m: list(MARKER_NAMES).index(m))
+    elif impossible:
+        out["checked"] = True
+        out["beyond"] = impossible
+    out["agrees"] = not (out["beyond"] or out["hidden"])
+    # gcc names by its own table (gcc 12 calls a Raptor Lake "alderlake"): only an ISA difference counts
+    gcc_gen = out["gcc_generation"]
+    gcc_differs = bool(gcc_gen and generation_name and gcc_gen != generation_name
+                       and GENERATION_MARKERS.get(gcc_gen) != GENERATION_MARKERS.get(generation_name))
+    out["gcc_differs"] = gcc_differs
+    if out["agrees"] and not gcc_differs:
+        return out
+    who = "the hypervisor reports" if virtual else "CPUID reports"
+    ident = f"model {model_hex} ({generation_name})" if model_hex else (generation_name or "an unknown model")
+    parts = [f"{who} {ident}"]
+    floor = out["flags_floor"]
+    if out["beyond"]:
+        parts.append(f"the flags show {floor} or newer ({_names(out['beyond'])}, which no {generation_name} has)")
+    elif out["hidden"]:
+        shown = (f"the flags show {floor} or newer and lack " if floor and floor != generation_name
+                 else "the flags lack ")
+        parts.append(f"{shown}{_names(out['hidden'])}, which every {generation_name} has"
+                     + (" (hidden by the hypervisor, or too new for an old kernel to list)" if virtual else
+                        " (switched off in firmware, or too new for an old kernel to list)"))
+    elif floor:
+        parts.append(f"the flags show {floor} or newer")
+    if march:
+        parts.append(f"gcc resolves -march=native to {march}")
+    parts.append("Synapse uses the flags")
+    out["sentence"] = "; ".join(parts)
+    if out["beyond"]:
+        out["believed"] = f"{floor} or newer (by its flags)"
+    elif out["hidden"]:
+        out["believed"] = (f"{floor or 'no vector extension'}{' or newer' if floor else ''} by its flags, "
+                           f"without {_names(out['hidden'])}")
+    return out
+
+
 # ---- parse --------------------------------------------------------------------------------
 
 def _int(text: Any, base: int = 10) -> int | None:
@@ -236,6 +388,7 @@ def parse(o: Mapping[str, str]) -> dict[str, Any]:
         tpc = max(1, round(logical / cores))
 
     hybrid = _hybrid(o, rows, vendor, model, logical, cores, tpc)
+    gen = generation(vendor, family, model, stepping)
     return {
         "vendor": vendor,
         "model_name": model_name,
@@ -243,7 +396,10 @@ def parse(o: Mapping[str, str]) -> dict[str, Any]:
         "model": model,
         "model_hex": f"0x{model:X}" if model is not None else None,
         "stepping": stepping,
-        "generation": generation(vendor, family, model, stepping),
+        "generation": gen,
+        "generation_check": generation_check(vendor, gen, flags, virtual=bool(ls.get("Hypervisor vendor")
+                                                                              or "hypervisor" in flags),
+                                             model_hex=f"0x{model:X}" if model is not None else None),
         "hybrid_capable_model": vendor == "GenuineIntel" and family == 6 and model in INTEL_HYBRID_MODELS,
         "sockets": sockets,
         "physical_cores": cores,

@@ -69,23 +69,53 @@ class Answers:
 
 # ---- CPU --------------------------------------------------------------------------------
 
-def cpu_generation(s: Mapping[str, Any]) -> Answer:
+def _generation_check(s: Mapping[str, Any], native: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The survey's generation check, redone with gcc's ``-march=native`` when it is known (a record
+    made before the check existed is checked here from its flags)."""
+    from .cpu import generation_check
+
+    c = s["cpu"]
+    march = (native or {}).get("march")
+    virtual = bool(s.get("virt", {}).get("virtual") or c.get("hypervisor_vendor") or "hypervisor" in (c.get("flags") or []))
+    return generation_check(c.get("vendor"), c.get("generation"), c.get("flags") or [], march=march,
+                            virtual=virtual, model_hex=c.get("model_hex"))
+
+
+def cpu_generation(s: Mapping[str, Any], native: Mapping[str, Any] | None = None) -> Answer:
+    """The generation from CPUID, cross-checked with the ISA flags and (``native``:
+    ``NativeTarget.to_dict()``) gcc's ``-march=native``; when they disagree, the answer is what the
+    flags show and the detail says what each source said."""
     c = s["cpu"]
     gen = c.get("generation")
+    check = _generation_check(s, native)
     vendor = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD"}.get(c.get("vendor"), c.get("vendor") or "unknown vendor")
     ident = f"family {c.get('family')}, model {c.get('model')} ({c.get('model_hex')}), stepping {c.get('stepping')}"
-    if gen:
+    if not check["agrees"]:
+        answer = f"{vendor} {check['believed']}: CPUID says {gen}, the flags disagree — {c.get('model_name')}."
+    elif gen:
         answer = f"{vendor} {gen} — {c.get('model_name')}."
     else:
         answer = f"{c.get('model_name')} ({vendor}); this family/model is not in Synapse's table."
     detail = (f"The generation comes from the CPUID signature ({ident}), not from the marketing name, "
-              "which a hypervisor may hide (\"Intel(R) Xeon(R) Processor\").")
+              "which a hypervisor may hide (\"Intel(R) Xeon(R) Processor\"), and is checked against the ISA "
+              "flags, which are what code may use.")
+    if check["sentence"]:
+        detail += f" **Disagreement: {check['sentence']}.**"
+        if check["beyond"]:
+            detail += (" A hypervisor may report another model number than its host's; the extensions it passes "
+                       "through are the ones that count.")
+        elif check["hidden"]:
+            detail += (" The hypervisor masks extensions the host has: builds and kernels here can use only what the "
+                       "flags show.")
+    elif check["checked"]:
+        detail += f" The flags agree ({check['flags_floor'] or 'no vector extension'} or newer)."
     if s.get("virt", {}).get("virtual"):
         detail += (f" This is a {s['virt']['summary']}: the flags below are what the hypervisor passes through, "
                    "and a `-march=native` build targets this virtual CPU.")
     return Answer("Which CPU generation?", answer, detail,
                   {"key": "cpu_generation", "generation": gen, "vendor": c.get("vendor"), "model_name": c.get("model_name"),
-                   "family": c.get("family"), "model": c.get("model"), "stepping": c.get("stepping")})
+                   "family": c.get("family"), "model": c.get("model"), "stepping": c.get("stepping"),
+                   "check": check})
 
 
 def isa_support(s: Mapping[str, Any]) -> Answer:
@@ -230,19 +260,37 @@ def memory_answer(s: Mapping[str, Any], os_reserve_gib: float = OS_RESERVE_GIB,
 
 def boot_answer(s: Mapping[str, Any]) -> Answer:
     fw = s["firmware"]
-    if fw.get("uefi"):
+    # a record made before the firmware fact knew direct kernel boot has no "kind"
+    kind = fw.get("kind") or ("uefi" if fw.get("uefi") else "bios")
+    if kind == "uefi":
         ans = "UEFI: systemd-boot, as the blueprint recommends."
         detail = ("/sys/firmware/efi exists, so the machine booted through UEFI. systemd-boot needs an EFI "
                   "system partition (FAT32, the blueprint's 512 MiB /boot) and is configured with `bootctl install`.")
+        loader = "systemd-boot"
+    elif kind == "direct":
+        ans = ("No firmware: the hypervisor started the kernel directly (no UEFI, no BIOS, no boot loader); "
+               "this machine cannot say which boot loader an installed system needs.")
+        detail = (f"Why: {fw.get('why')}. A virtual machine of this kind (Firecracker, cloud-hypervisor, QEMU "
+                  "microvm) never reads a boot loader from its disk, so neither systemd-boot nor GRUB would run "
+                  "here. Synapse's images boot through UEFI with systemd-boot (phase 02 checks them in QEMU with "
+                  "OVMF); answer this question on the machine that will be installed.")
+        loader = None
+    elif kind == "unknown":
+        ans = "Unknown: the survey could not read /sys/firmware or the kernel command line."
+        detail = ("Run the survey on the machine itself (not from a copied `lscpu` output); /sys/firmware/efi "
+                  "decides between UEFI (systemd-boot) and legacy BIOS (GRUB).")
+        loader = None
     else:
         ans = "Legacy BIOS: GRUB (systemd-boot cannot boot without UEFI)."
         detail = ("/sys/firmware/efi does not exist, so this system booted through legacy BIOS (or a firmware that "
                   "hides EFI from the guest). systemd-boot is a UEFI application; on this machine the install "
                   "needs GRUB (`grub-install --target=i386-pc`, with a BIOS boot partition on GPT). A real target "
                   "may differ: answer this on the machine that will be installed.")
+        if fw.get("why"):
+            detail += f" ({fw['why']}.)"
+        loader = "grub"
     return Answer("UEFI or BIOS, and which boot loader?", ans, detail,
-                  {"key": "boot", "uefi": bool(fw.get("uefi")),
-                   "bootloader": "systemd-boot" if fw.get("uefi") else "grub"})
+                  {"key": "boot", "uefi": kind == "uefi", "firmware": kind, "bootloader": loader})
 
 
 def install_target(s: Mapping[str, Any]) -> Answer:
@@ -293,8 +341,8 @@ def install_target(s: Mapping[str, Any]) -> Answer:
 
 
 def answer_all(s: Mapping[str, Any], os_reserve_gib: float = OS_RESERVE_GIB,
-               kv_reserve_gib: float = KV_RESERVE_GIB) -> Answers:
-    return Answers([cpu_generation(s), isa_support(s), thread_start(s),
+               kv_reserve_gib: float = KV_RESERVE_GIB, native: Mapping[str, Any] | None = None) -> Answers:
+    return Answers([cpu_generation(s, native), isa_support(s), thread_start(s),
                     memory_answer(s, os_reserve_gib, kv_reserve_gib), boot_answer(s), install_target(s)])
 
 
@@ -304,17 +352,21 @@ def _gib(n) -> str:
     return "—" if not n else f"{n / GIB:.1f} GiB"
 
 
-def cpu_table(s: Mapping[str, Any]):
+def cpu_table(s: Mapping[str, Any], native: Mapping[str, Any] | None = None):
     import pandas as pd
 
     c = s["cpu"]
+    check = _generation_check(s, native)
     hy = c.get("hybrid")
     isa = c["isa"]
     rows = [
         ("model name", c.get("model_name")),
         ("vendor", c.get("vendor")),
         ("family / model / stepping", f"{c.get('family')} / {c.get('model')} ({c.get('model_hex')}) / {c.get('stepping')}"),
-        ("generation", c.get("generation") or "unknown"),
+        ("generation (CPUID)", c.get("generation") or "unknown"),
+        ("generation (ISA flags)", f"{check['flags_floor']} or newer" if check["flags_floor"] else "—"),
+        ("gcc -march=native", check["gcc_march"] or "—"),
+        ("generation check", check["sentence"] or ("agrees" if check["checked"] else "not checked (no table)")),
         ("sockets", c.get("sockets")),
         ("physical cores", f"{c.get('physical_cores')} ({c.get('physical_cores_source')})"),
         ("logical CPUs", c.get("logical_cpus")),
@@ -332,6 +384,15 @@ def cpu_table(s: Mapping[str, Any]):
     return pd.DataFrame(rows, columns=["property", "value"]).set_index("property")
 
 
+def _numa_memory(n: Mapping[str, Any]) -> str:
+    chk = n.get("memory") or {}
+    if chk.get("agrees") is None:
+        return "not checked (per-node memory not read)"
+    if chk["agrees"]:
+        return f"agrees: the nodes hold {_gib(chk['sum_bytes'])} of {_gib(chk['total_bytes'])}"
+    return "MISMATCH: " + chk["sentence"]
+
+
 def system_table(s: Mapping[str, Any]):
     import pandas as pd
 
@@ -342,9 +403,12 @@ def system_table(s: Mapping[str, Any]):
         ("swap", _gib(m.get("swap_total_bytes"))),
         ("memory speed", f"{m['speed_mts']} MT/s" if m.get("speed_mts") else "unknown (no dmidecode data)"),
         ("hugepages (static)", f"{m.get('hugepages_total')} × {(m.get('hugepage_size_bytes') or 0) // 1024} KiB"),
-        ("NUMA nodes", f"{n.get('count')} (" + "; ".join(f"node{x['node']}: CPUs {x['cpus']}"
-                                                         for x in n.get("nodes", [])) + ")"),
+        ("NUMA nodes", f"{n.get('count')} (" + "; ".join(
+            f"node{x['node']}: CPUs {x['cpus']}" + (f", {_gib(x['mem_total_bytes'])}" if x.get("mem_total_bytes") else "")
+            for x in n.get("nodes", [])) + ")"),
+        ("NUMA memory check", _numa_memory(n)),
         ("firmware", fw.get("boot_mode")),
+        ("firmware: why", fw.get("why") or "—"),
         ("virtualization", v.get("summary")),
         ("kernel", f"{k.get('release')} {k.get('version') or ''}".strip()),
         ("THP enabled / defrag", f"{k.get('thp_enabled')} / {k.get('thp_defrag')}"),
@@ -383,7 +447,10 @@ def recorded_summary(s: Mapping[str, Any]) -> dict[str, Any]:
             "p_cores": (c.get("hybrid") or {}).get("p_cores"), "p_cpus": (c.get("hybrid") or {}).get("p_cpus"),
             "threads_per_core": c.get("threads_per_core"), "mem_total_bytes": m.get("total_bytes"),
             "avx2": c["isa"].get("avx2"), "avx512": bool(c["isa"].get("avx512")), "uefi": s["firmware"].get("uefi"),
-            "virtual": s["virt"].get("virtual"), "model_name": c.get("model_name"), "generation": c.get("generation")}
+            "virtual": s["virt"].get("virtual"), "model_name": c.get("model_name"),
+            # what Synapse believes: CPUID's name, or what the flags show where the two disagree
+            "generation": (c.get("generation_check") or {}).get("believed", c.get("generation")),
+            "generation_cpuid": c.get("generation")}
 
 
 def survey_commands(history) -> "Any":

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Section
-from .types import KernelCmdline
+from .types import KernelCmdline, PositiveSize
 
 #: The blueprint's table (section 3.1), as written there; the kernel phase reports what sticks.
 #: Two rows are wrong as written (SCHED_EEVDF and SPECULATION_MITIGATIONS do not exist in
@@ -35,11 +35,50 @@ class KernelBoot(Section):
     """The QEMU (TCG) boot check of a built kernel with a busybox initramfs."""
 
     enabled: bool = True
-    memory: str = Field("1G", pattern=r"^[0-9]+[MG]$")  # THP is off by default below 512 MiB
+    memory: PositiveSize = Field("1G", pattern=r"^[0-9]+[MG]$")  # THP is off by default below 512 MiB
     cpus: int = Field(2, ge=1, le=64)
     #: the guest kernel's command line (QEMU -append), checked like system.kernel_cmdline
     cmdline: KernelCmdline = ["console=ttyS0", "nohz_full=1", "panic=-1"]
     timeout_s: int = Field(180, ge=10)
+
+    @model_validator(mode="after")
+    def _nohz_full_cpus_exist(self):
+        from .kernel_cmdline import value_of
+
+        cpus = value_of(self.cmdline, "nohz_full")
+        if cpus is None:
+            return self
+        problem = nohz_full_problem(cpus, self.cpus)
+        if problem:
+            raise ValueError(f"key `kernel.boot.cmdline`: nohz_full={cpus} with kernel.boot.cpus {self.cpus}: {problem}")
+        return self
+
+
+def lsmod_modules(text: str) -> list[str]:
+    """The module names of an ``lsmod`` output (the header and blank lines skipped)."""
+    import re
+
+    return [line.split()[0] for line in text.splitlines()
+            if line.split() and line.split()[0] != "Module" and re.fullmatch(r"[A-Za-z0-9_]+", line.split()[0])]
+
+
+def nohz_full_problem(cpulist: str, n_cpus: int) -> str | None:
+    """Why the kernel would drop ``nohz_full=<cpulist>`` on a machine with ``n_cpus`` CPUs, or None.
+
+    It ignores CPUs that do not exist and keeps the boot CPU 0 for housekeeping."""
+    import re
+
+    if not re.fullmatch(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*", cpulist):
+        return "not a CPU list (write e.g. 1-3 or 1,3)"
+    cpus = set()
+    for part in cpulist.split(","):
+        a, _, b = part.partition("-")
+        cpus.update(range(int(a), int(b or a) + 1))
+    if max(cpus) >= n_cpus:
+        return f"CPU {max(cpus)} does not exist on {n_cpus} CPU(s) (they are 0-{n_cpus - 1}): the kernel ignores the list"
+    if 0 in cpus:
+        return "CPU 0 keeps the timekeeping (housekeeping) and cannot be tickless: start the list at 1"
+    return None
 
 
 class KernelInstall(Section):
@@ -99,6 +138,13 @@ class Kernel(Section):
     boot: KernelBoot = KernelBoot()
     install: KernelInstall = KernelInstall()
 
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("a build needs at least 1 job (or auto)")
+        return v
+
     @field_validator("options", mode="before")
     @classmethod
     def _values_as_text(cls, v):
@@ -116,7 +162,22 @@ class Kernel(Section):
         if self.localmodconfig and not self.lsmod_file:
             raise ValueError("kernel.localmodconfig is true but kernel.lsmod_file is empty: run `lsmod > lsmod.txt` "
                              "on the target machine and give that file")
+        import re
+
         for k in self.options:
             if k.startswith("CONFIG_"):
                 raise ValueError(f"kernel.options: write {k[7:]!r}, not {k!r} (no CONFIG_ prefix)")
+            if not re.fullmatch(r"[A-Z0-9_]+", k):
+                raise ValueError(f"key `kernel.options`: {k!r} is not a Kconfig symbol (capitals, digits and _, "
+                                 "e.g. NO_HZ_FULL)")
+        if self.localmodconfig and self.lsmod_file:
+            from ..core.paths import resolve_in_project
+
+            # a list that is not there yet is a warning (captured on the target later: a plan shows
+            # the phase); a list that is there but names no module would strip every module
+            listed = resolve_in_project(self.lsmod_file)
+            if listed.is_file() and not lsmod_modules(listed.read_text(errors="replace")):
+                raise ValueError(f"key `kernel.lsmod_file`: {listed} names no modules: localmodconfig would turn "
+                                 "every module off; run `lsmod > FILE` on the target machine with its hardware in "
+                                 "use and name that file")
         return self

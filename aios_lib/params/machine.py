@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .base import Section
+from .types import PositiveSize
 
 
 class Machine(Section):
@@ -32,7 +33,7 @@ class Target(Section):
     #: image: the image file (relative paths are under the project root)
     image: Path | None = None
     #: image: size of a new image file (truncate syntax)
-    image_size: str = Field("4G", pattern=r"^[0-9]+[KMGT]?$")
+    image_size: PositiveSize = "4G"
     #: must equal `device` (disk) or `image` (image) for destructive steps to run
     confirm: str = ""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
 
@@ -64,6 +64,13 @@ class LlamaBuild(Section):
     max_fallback_builds: int = Field(4, ge=1, le=10)
     verify: Verify = Verify()
 
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("a build needs at least 1 job (or auto)")
+        return v
+
 
 class ModelSource(Section):
     name: str = "SmolLM2-135M-Instruct Q4_1"
@@ -122,7 +129,24 @@ class SyntheticModel(Section):
         return self
 
 
+#: llama-quantize's type names (QUANT_OPTIONS in tools/quantize/quantize.cpp of the pinned llama.cpp)
+QUANT_TYPES = ("Q1_0", "Q2_0", "Q4_0", "Q4_1", "MXFP4_MOE", "Q5_0", "Q5_1", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M",
+               "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "Q2_K", "Q2_K_S", "IQ3_XXS", "IQ3_S", "IQ3_M", "Q3_K", "IQ3_XS",
+               "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ4_NL", "IQ4_XS", "Q4_K", "Q4_K_S", "Q4_K_M", "Q5_K", "Q5_K_S",
+               "Q5_K_M", "Q6_K", "Q8_0", "F16", "BF16", "F32", "COPY")
+
+def positive_list(v: list[int], what: str) -> list[int]:
+    """Each number at least 1 and the list not empty (llama-bench runs nothing for a size of 0)."""
+    if not v:
+        raise ValueError(f"an empty list: give at least one {what}")
+    bad = [x for x in v if x < 1]
+    if bad:
+        raise ValueError(f"{bad}: every {what} must be at least 1")
+    return v
+
+
 class Bench(Section):
+    #: token counts of llama-bench's prompt (-p) and generation (-n) tests: each at least 1
     prompt_sizes: list[int] = [512, 1024]
     gen_sizes: list[int] = [128]
     repetitions: int = Field(5, ge=1, le=100)
@@ -151,6 +175,28 @@ class Bench(Section):
     served_requests: int = Field(2, ge=1)
     served_tokens: int = Field(32, ge=8)
 
+    @field_validator("prompt_sizes", "gen_sizes")
+    @classmethod
+    def _positive_sizes(cls, v: list[int]) -> list[int]:
+        return positive_list(v, "token count")
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, v):
+        return v if v == "auto" else positive_list(v, "thread count")
+
+    @field_validator("quantizations")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        bad = [q for q in v if q not in QUANT_TYPES]
+        if bad:
+            raise ValueError(f"{bad}: llama-quantize knows no such type; use one of {', '.join(QUANT_TYPES)}")
+        return v
+
+
+#: the axes ``aios tune`` knows (aios_lib.benchmark.tune.space_for defines their levels)
+TUNE_AXES = ("threads", "poll", "prio", "load", "placement", "thp", "sched", "ubatch", "kv_q8", "numa")
+
 
 class Tune(Section):
     """``aios tune``: coordinate racing over the axes below (aios_lib.benchmark.tune)."""
@@ -168,6 +214,25 @@ class Tune(Section):
     #: passes over every axis (a pass that changes nothing ends the search)
     sweeps: int = Field(1, ge=1, le=10)
     seed: int = 0
+
+    @field_validator("axes")
+    @classmethod
+    def _known_axes(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a not in TUNE_AXES]
+        if bad:
+            raise ValueError(f"{bad}: no such axis; use some of {', '.join(TUNE_AXES)}")
+        if not v:
+            raise ValueError("no axis to search; name at least one of " + ", ".join(TUNE_AXES))
+        if len(set(v)) != len(v):
+            raise ValueError("an axis is listed twice; name each once")
+        return v
+
+    @model_validator(mode="after")
+    def _rounds_in_order(self):
+        if self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds {self.min_rounds} is more than max_rounds {self.max_rounds}; "
+                             "lower min_rounds or raise max_rounds")
+        return self
 
 
 class Runtime(Section):

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import Section
+from .types import PositiveSize
 
 #: Blueprint 5.1's "typical desktop bloat" (absent on a minbase Debian, masked anyway so a later
 #: package install cannot bring them back), plus what a minbase Debian 12 runs or schedules that an
@@ -36,7 +37,7 @@ class Service(Section):
     install_dir: str = "/opt/synapse/llama"
     #: the persistent data partition (models and results survive the read-only root)
     data_dir: str = "/var/ai-data"
-    data_size: str = Field("1G", pattern=r"^[0-9]+[MG]$")
+    data_size: PositiveSize = Field("1G", pattern=r"^[0-9]+[MG]$")
     #: RAM of the machine the service runs on; "auto": the phase 01 survey, else this host
     ram_gib: float | Literal["auto"] = "auto"
     memory_reserve_gib: float = Field(4.0, ge=0.25)  # MemoryHigh = RAM - reserve
@@ -70,7 +71,98 @@ class Service(Section):
     @field_validator("mask_units")
     @classmethod
     def _unit_names(cls, v: list[str]) -> list[str]:
-        bad = [u for u in v if "." not in u or "/" in u]
-        if bad:
-            raise ValueError(f"not unit names: {bad} (write e.g. cron.service)")
+        from .systemd_values import unit_name
+
+        problems = [p for u in v if (p := unit_name(u))]
+        if problems:
+            raise ValueError("\n".join(problems))
         return v
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, v: str) -> str:
+        if v == "root":
+            raise ValueError("the inference service must not run as root (User=root gives a network-facing "
+                             "server every privilege): use an unprivileged user such as ai")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _listen_address(cls, v: str) -> str:
+        from .systemd_values import listen_address
+
+        problem = listen_address(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _ip_address_allow(cls, v: list[str]) -> list[str]:
+        from .systemd_values import ip_address_allow
+
+        problems = [p for x in v if (p := ip_address_allow(x))]
+        if not v:
+            problems.append("an empty list leaves IPAddressDeny=any alone: nobody, not even localhost, could reach "
+                            "the service; list at least localhost")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return v
+
+    @field_validator("install_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        from .systemd_values import absolute_path
+
+        problem = absolute_path(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("extra_args")
+    @classmethod
+    def _one_line_args(cls, v: list[str]) -> list[str]:
+        from .systemd_values import unit_value
+
+        problems = [p for a in v if (p := unit_value(a))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v):
+        if v != "auto" and v < 1:
+            raise ValueError("needs at least 1 thread (or auto)")
+        return v
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v):
+        if v == "auto":
+            return v
+        if not v:
+            raise ValueError("an empty CPU list pins the service nowhere; list CPUs or write auto")
+        if any(c < 0 for c in v) or len(set(v)) != len(v):
+            raise ValueError(f"{v}: CPU numbers are 0 or more, each once")
+        return v
+
+    @field_validator("ram_gib")
+    @classmethod
+    def _ram(cls, v):
+        if v != "auto" and v <= 0:
+            raise ValueError("RAM must be more than 0 GiB (or auto)")
+        return v
+
+    @model_validator(mode="after")
+    def _memory_high_leaves_room(self):
+        # units.memory_high refuses a MemoryHigh below 256 MiB when the unit is written
+        if self.ram_gib != "auto" and (self.ram_gib - self.memory_reserve_gib) * 1024 < 256:
+            raise ValueError(f"key `service.memory_reserve_gib`: MemoryHigh = service.ram_gib {self.ram_gib:g} GiB minus "
+                             f"the reserve {self.memory_reserve_gib:g} GiB leaves less than 256 MiB for the model; "
+                             "lower the reserve or raise ram_gib")
+        if self.threads != "auto" and self.cpus != "auto" and self.threads > len(self.cpus):
+            raise ValueError(f"key `service.threads`: {self.threads} threads on the {len(self.cpus)} CPU(s) of "
+                             f"service.cpus {self.cpus} contradict each other (threads would share CPUs and wait "
+                             "for each other); use at most as many threads as CPUs")
+        return self

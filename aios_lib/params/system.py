@@ -75,7 +75,74 @@ class BaseSystem(Section):
     def _sysctl_names(cls, v: dict) -> dict:
         import re
 
-        bad = [k for k in v if not re.fullmatch(r"[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+", k)]
+        from . import sysctl_names
+
+        bad = [k for k in v if not re.fullmatch(r"[a-z0-9_]+(\.[a-zA-Z0-9_*/-]+)+", k)]
         if bad:
             raise ValueError(f"not sysctl names: {bad}; use dotted names such as vm.swappiness")
+        problems = [p for k, x in v.items() if (p := sysctl_names.check(k, x))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return v
+
+    @field_validator("journald")
+    @classmethod
+    def _journald_options(cls, v: dict) -> dict:
+        from .systemd_values import journald_option
+
+        problems = [p for k, x in v.items() if (p := journald_option(k, x))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return v
+
+    @field_validator("mask_units")
+    @classmethod
+    def _unit_names(cls, v: list[str]) -> list[str]:
+        from .systemd_values import unit_name
+
+        problems = [p for u in v if (p := unit_name(u))]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return v
+
+    @field_validator("default_target")
+    @classmethod
+    def _a_target(cls, v: str) -> str:
+        from .systemd_values import unit_name
+
+        problem = unit_name(v, kind="target")
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("autologin_tty")
+    @classmethod
+    def _a_tty(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"tty[A-Za-z]*[0-9]+|hvc[0-9]+|console", v):
+            raise ValueError(f"`{v}` is not a terminal name (ttyS0, tty1, hvc0): agetty would find no such device")
+        return v
+
+    @field_validator("zram_size")
+    @classmethod
+    def _zram_size(cls, v: str) -> str:
+        import re
+
+        # zram-generator: an arithmetic expression of `ram` (MiB) with + - * / min() max(), or a number
+        words = re.findall(r"[A-Za-z_]+", v)
+        if not v.strip() or set(words) - {"ram", "min", "max"} or not re.fullmatch(r"[A-Za-z0-9_ .+\-*/(),]+", v):
+            raise ValueError(f"`{v}` is not a zram-size expression (e.g. ram, ram / 2, min(ram / 2, 4096))")
+        if re.fullmatch(r"\s*0+(\.0+)?\s*", v) or re.fullmatch(r"\s*-.*", v):
+            raise ValueError(f"`{v}`: a zram device needs a positive size")
+        return v
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [x for x in v if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9+.:=~_@-]*", x)]
+        if bad:
+            raise ValueError(f"not package names: {bad} (one package per list item, e.g. libgomp1)")
         return v

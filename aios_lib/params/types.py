@@ -39,5 +39,19 @@ def mount_options(options: list[str], info: ValidationInfo) -> list[str]:
     return normalised
 
 
+def positive_size(text: str) -> str:
+    """``4G``, ``512M``, ``1024K`` or bytes; more than zero (a zero-sized image, partition or guest
+    memory is refused by truncate, parted and QEMU later)."""
+    import re
+
+    m = re.fullmatch(r"([0-9]+)([KMGT]?)", str(text).strip())
+    if not m:
+        raise ValueError("not a size: write a whole number with K, M, G or T, e.g. 4G or 512M")
+    if int(m.group(1)) == 0:
+        raise ValueError("a size of zero: give a positive size, e.g. 4G or 512M")
+    return str(text).strip()
+
+
 KernelCmdline = Annotated[list[str], AfterValidator(kernel_cmdline)]
+PositiveSize = Annotated[str, AfterValidator(positive_size)]
 MountOptions = Annotated[list[str], AfterValidator(mount_options)]

@@ -7,8 +7,10 @@ A model is a file plus a pinned sha256. Three kinds:
 * ``path``: a local file.
 * ``url``: a direct download (``curl -fL`` through the runner).
 
-Every model is inspected with ``gguf.GGUFReader`` before any llama.cpp binary touches it; a
-truncated or malformed file is refused with a one-line :class:`ModelError`.
+Every model's structure is checked (:mod:`aios_lib.runtime.gguf_structure`: counts, types, data
+ranges inside the file, aligned and not overlapping, an architecture the pinned llama.cpp source
+supports) before any llama.cpp binary touches it; a truncated, malformed or unsupported file is
+refused with a one-line :class:`ModelError` in words. ``aios model check FILE`` runs the same check.
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class ModelInfo:
     file_type: str | None = None  # general.file_type as a llama_ftype name when known
     n_tensors: int | None = None
     source: dict = field(default_factory=dict)
+    #: the llama.cpp tree whose architectures and tensor types the file was checked against
+    checked_against: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,85 +80,116 @@ class ModelInfo:
 sha256_file = cache.file_sha256
 
 
-def _field(reader, key: str):
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    try:
-        return f.contents()
-    except Exception:  # older gguf: decode by hand
-        if not f.data:
-            return None
-        part = f.parts[f.data[0]]
-        try:
-            return bytes(part).decode("utf-8")
-        except Exception:
-            return part.tolist()[0] if hasattr(part, "tolist") else part
+#: what to do about a damaged file
+FETCH_AGAIN = ("fetch the file again (delete it so provisioning downloads a fresh copy) or point model.path at a "
+               "good copy")
+#: what to do about a sound file this llama.cpp cannot use
+OTHER_BUILD = ("use a llama.cpp that supports it (runtime.llama.source: a newer version) or another model file")
+
+
+def supported(tree) -> dict:
+    """What the llama.cpp tree at ``tree`` loads: ``{"architectures", "types", "tree"}`` (None values
+    when the tree is not there: nothing is checked against it)."""
+    from . import gguf_structure as gs
+
+    return {"architectures": gs.supported_architectures(tree), "types": gs.supported_types(tree),
+            "tree": str(tree) if tree else None}
+
+
+def run_supported(run) -> dict:
+    """:func:`supported` for the llama.cpp source of ``run``'s parameters (fetched by phase 04)."""
+    from . import llama
+
+    return supported(llama.source_dir(run))
 
 
 def inspect_gguf(path, *, name: str | None = None, sha256: str | None = None, synthetic: bool | None = None,
-                 hash_file: bool = True) -> ModelInfo:
-    """Read a GGUF's header and tensor table; refuse a malformed or truncated file.
+                 hash_file: bool = True, llama_cpp: dict | None = None) -> ModelInfo:
+    """Read a GGUF's header and tensor table; refuse a malformed, truncated or unsupported file.
 
-    Checks: the magic and header parse, every tensor's data lies inside the file, an
-    architecture is named. Raises :class:`ModelError` (one line: file, problem, fix).
+    The structure is checked first, with ``struct`` (:mod:`aios_lib.runtime.gguf_structure`):
+    sane counts, known value and tensor types, every tensor's data inside the file, aligned and
+    not overlapping another's, an architecture. ``llama_cpp`` (:func:`supported`) adds the
+    architectures and tensor types the built llama.cpp knows. Raises :class:`ModelError`: one
+    line, the file, what is wrong, what to do.
     """
-    path = Path(path)
-    fix = "fetch the file again (delete it so provisioning downloads a fresh copy) or point model.path at a good copy"
-    if not path.exists():
-        raise ModelError(f"{path}: no such model file; {fix}")
-    size = path.stat().st_size
-    if size < 32:
-        raise ModelError(f"{path}: {size} bytes is too short to be a GGUF (truncated); {fix}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ModelError(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF'); {fix}")
-    try:
-        import gguf
+    from . import gguf_structure as gs
 
-        reader = gguf.GGUFReader(str(path), "r")
-    except Exception as e:  # the reader raises many kinds on a bad header
-        why = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise ModelError(f"{path}: malformed or truncated GGUF header ({type(e).__name__}: {why}); {fix}") from None
-    tensors = list(reader.tensors)
-    if not tensors:
-        raise ModelError(f"{path}: GGUF has no tensors; {fix}")
-    for t in tensors:
-        end = int(t.data_offset) + int(t.n_bytes)
-        if end > size:
-            raise ModelError(f"{path}: truncated: tensor {t.name} ends at byte {end:,} but the file has "
-                             f"{size:,} bytes; {fix}")
-    arch = _field(reader, "general.architecture")
-    if not arch:
-        raise ModelError(f"{path}: GGUF names no general.architecture; {fix}")
-    n_params = int(sum(int(t.n_elements) for t in tensors))
-    quant = Counter(t.tensor_type.name for t in tensors)
-    toks = reader.fields.get("tokenizer.ggml.tokens")
-    n_vocab = len(toks.data) if toks is not None else None
-    ftype = _field(reader, "general.file_type")
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file; {FETCH_AGAIN}")
+    known = llama_cpp or {}
+    try:
+        st = gs.read_structure(path, architectures=known.get("architectures"), types=known.get("types"))
+    except gs.GGUFProblem as e:
+        raise ModelError(f"{path}: {e}; {OTHER_BUILD if e.kind == 'unsupported' else FETCH_AGAIN}") from None
+    arch = st.architecture
+    quant = Counter(t.type_name for t in st.tensors)
+    toks = st.field("tokenizer.ggml.tokens")
+    ftype = st.field("general.file_type")
     ftype_name = None
     if isinstance(ftype, int):
         try:
+            import gguf
+
             ftype_name = gguf.LlamaFileType(ftype).name.removeprefix("MOSTLY_")
-        except Exception:
+        except Exception:  # a file type newer than the gguf package: its number
             ftype_name = str(ftype)
-    gname = _field(reader, "general.name")
-    syn = bool(_field(reader, "synapse.synthetic")) if synthetic is None else synthetic
-    info = ModelInfo(
+    gname = st.field("general.name")
+    syn = bool(st.field("synapse.synthetic")) if synthetic is None else synthetic
+    return ModelInfo(
         path=path, sha256=sha256 or (sha256_file(path) if hash_file else None),
-        name=name or (str(gname) if gname else path.stem), architecture=str(arch), n_params=n_params,
-        file_size=size, quant_types=dict(quant),
-        context_length=_int(_field(reader, f"{arch}.context_length")),
-        n_embd=_int(_field(reader, f"{arch}.embedding_length")),
-        n_layer=_int(_field(reader, f"{arch}.block_count")),
-        n_head=_int(_field(reader, f"{arch}.attention.head_count")),
-        n_head_kv=_int(_field(reader, f"{arch}.attention.head_count_kv")),
-        n_ff=_int(_field(reader, f"{arch}.feed_forward_length")),
-        n_vocab=n_vocab, file_type=ftype_name, n_tensors=len(tensors), synthetic=syn,
+        name=name or (str(gname) if gname else path.stem), architecture=arch,
+        n_params=sum(t.n_elements for t in st.tensors), file_size=st.file_size, quant_types=dict(quant),
+        context_length=_int(st.field(f"{arch}.context_length")),
+        n_embd=_int(st.field(f"{arch}.embedding_length")),
+        n_layer=_int(st.field(f"{arch}.block_count")),
+        n_head=_int(st.field(f"{arch}.attention.head_count")),
+        n_head_kv=_int(st.field(f"{arch}.attention.head_count_kv")),
+        n_ff=_int(st.field(f"{arch}.feed_forward_length")),
+        n_vocab=toks.count if isinstance(toks, gs.ArrayValue) else None, file_type=ftype_name,
+        n_tensors=len(st.tensors), synthetic=syn,
+        checked_against=known.get("tree") if known.get("architectures") else None,
     )
-    del reader
-    return info
+
+
+def check_file(path, params_file: str = "parameters/default.yaml") -> tuple[bool, list[str]]:
+    """``aios model check FILE``: (True, a one-screen summary) or (False, [the one sentence]).
+
+    The architectures and tensor types count that the llama.cpp source of ``params_file`` knows
+    (:func:`aios_lib.runtime.llama.source_dir`, fetched by phase 04)."""
+    from types import SimpleNamespace
+
+    from ..params import load_params
+    from . import llama
+
+    tree = llama.source_dir(SimpleNamespace(params=load_params(params_file)))
+    try:
+        info = inspect_gguf(path, llama_cpp=supported(tree))
+    except ModelError as e:
+        return False, [str(e)]
+    return True, summary_lines(info, tree)
+
+
+def summary_lines(info: ModelInfo, tree=None) -> list[str]:
+    """What ``aios model check`` prints about a sound file."""
+    checked = (f"supported by the llama.cpp source at {info.checked_against}" if info.checked_against else
+               f"not checked against llama.cpp: its source ({tree}) is not fetched yet (phase 04 fetches it)")
+    types = ", ".join(f"{k}×{v}" for k, v in sorted(info.quant_types.items(), key=lambda kv: -kv[1]))
+    rows = [
+        ("architecture", f"{info.architecture} ({checked})"),
+        ("name", info.name),
+        ("parameters", f"{info.n_params / 1e6:,.1f} M ({info.n_params:,})" if info.n_params else "?"),
+        ("quantisation", f"{info.file_type or 'file type not stated'}; tensors: {types}"),
+        ("size", f"{info.file_size / 1e6:,.1f} MB ({info.file_size:,} bytes)"),
+        ("context length", info.context_length),
+        ("layers / embd / ff", f"{info.n_layer} / {info.n_embd} / {info.n_ff}"),
+        ("heads / KV heads", f"{info.n_head} / {info.n_head_kv}"),
+        ("vocabulary", info.n_vocab),
+        ("sha256", info.sha256),
+    ]
+    return [f"{info.path}: a sound GGUF ({info.n_tensors} tensors, structure checked: counts, types, data "
+            "ranges inside the file, aligned, not overlapping)"] + [f"  {k:<18} {v}" for k, v in rows]
 
 
 def _int(v):
@@ -198,7 +233,7 @@ def _provision(run) -> ModelInfo:
                 return ModelInfo(path=path, sha256=want, name=mp.name, planned=True, source={"kind": "path"})
             raise ModelError(f"{path}: model.path does not exist; fix runtime.model.path in the parameters")
         got = _verified(path, want)
-        info = inspect_gguf(path, name=mp.name, sha256=got)
+        info = inspect_gguf(path, name=mp.name, sha256=got, llama_cpp=run_supported(run))
         info.source = {"kind": "path", "path": str(path)}
         return info
 
@@ -215,7 +250,7 @@ def _provision(run) -> ModelInfo:
             got = want  # verified when it was fetched; size unchanged
         else:
             got = _verified(dest, want)
-        info = inspect_gguf(dest, name=mp.name, sha256=got)
+        info = inspect_gguf(dest, name=mp.name, sha256=got, llama_cpp=run_supported(run))
         info.source = {**source, "cached": True}
         return info
 
@@ -242,7 +277,7 @@ def _provision(run) -> ModelInfo:
     tmp.replace(dest)
     (dest_dir / (fname + ".sha256")).write_text(got + "\n")
     (dest_dir / "stat.json").write_text(json.dumps({"size": dest.stat().st_size}))
-    info = inspect_gguf(dest, name=mp.name, sha256=got)
+    info = inspect_gguf(dest, name=mp.name, sha256=got, llama_cpp=run_supported(run))
     info.source = {**source, "cached": False}
     return info
 
@@ -274,7 +309,7 @@ def _quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None 
     name = f"{model.name} → {qtype}"
     if out.exists():
         try:
-            info = inspect_gguf(out, name=name, synthetic=model.synthetic)
+            info = inspect_gguf(out, name=name, synthetic=model.synthetic, llama_cpp=run_supported(run))
             info.source = {"kind": "quantized", "from": str(model.path), "from_sha256": model.sha256,
                            "qtype": qtype, "cached": True}
             return info
@@ -289,7 +324,7 @@ def _quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None 
                          source={"kind": "quantized", "qtype": qtype})
     res = run.runner.work(argv, note=f"quantize to {qtype}", timeout=7200, progress=quantize_progress)
     tmp.replace(out)
-    info = inspect_gguf(out, name=name, synthetic=model.synthetic)
+    info = inspect_gguf(out, name=name, synthetic=model.synthetic, llama_cpp=run_supported(run))
     info.source = {"kind": "quantized", "from": str(model.path), "from_sha256": model.sha256, "qtype": qtype,
                    "cached": False, "seconds": round(res.duration, 2),
                    "fallbacks": quantize_fallbacks(res.stdout + res.stderr)}
@@ -352,7 +387,8 @@ def synthetic_model(run, build=None, **overrides) -> ModelInfo:
 
 def _synthetic(run, sp, spec, path, side, name, source) -> ModelInfo:
     if path.exists() and side.exists():
-        info = inspect_gguf(path, name=name, sha256=side.read_text().strip(), synthetic=True)
+        info = inspect_gguf(path, name=name, sha256=side.read_text().strip(), synthetic=True,
+                            llama_cpp=run_supported(run))
         info.source = {**source, "cached": True}
         return info
     tmp = path.with_name(path.name + ".part")
@@ -368,7 +404,7 @@ def _synthetic(run, sp, spec, path, side, name, source) -> ModelInfo:
     tmp.replace(path)
     sha = sha256_file(path)
     side.write_text(sha + "\n")
-    info = inspect_gguf(path, name=name, sha256=sha, synthetic=True)
+    info = inspect_gguf(path, name=name, sha256=sha, synthetic=True, llama_cpp=run_supported(run))
     info.source = {**source, "cached": False, "seconds": round(res.duration, 1)}
     return info
 

@@ -137,7 +137,7 @@ def build_image(run, force: bool = False) -> SynapseImage:
     model = model_mod.provision(run)
     gate = None
     if not (build.planned or model.planned):
-        gate = model_gate.gate_model(model.path, p.runtime.model.sha256)
+        gate = model_gate.gate_model(model.path, p.runtime.model.sha256, llama_cpp=model_mod.run_supported(run))
         run.record("model_gate", model_gate.asdict_gate(gate))
     base = image_mod.start(run)
     spec = base.spec

@@ -27,8 +27,10 @@ class ModelRefused(ValueError):
     pass
 
 
-def gate_model(path: Path, sha256: str, raise_on_refusal: bool = True) -> ModelGate:
-    """Refuse a model whose hash is not the pinned one or whose GGUF structure is malformed."""
+def gate_model(path: Path, sha256: str, raise_on_refusal: bool = True, llama_cpp: dict | None = None) -> ModelGate:
+    """Refuse a model whose hash is not the pinned one or whose GGUF structure is malformed;
+    ``llama_cpp`` (:func:`aios_lib.runtime.model.supported`) also refuses an architecture or tensor
+    type the built llama.cpp does not know."""
     from ..runtime import model as model_mod
 
     path = Path(path)
@@ -36,7 +38,7 @@ def gate_model(path: Path, sha256: str, raise_on_refusal: bool = True) -> ModelG
     structure_ok, detail = False, "not checked (hash mismatch)"
     if actual == sha256:
         try:
-            info = model_mod.inspect_gguf(path, sha256=actual)
+            info = model_mod.inspect_gguf(path, sha256=actual, llama_cpp=llama_cpp)
             structure_ok = True
             detail = f"valid ({info.architecture}, {info.n_tensors} tensors)"
         except model_mod.ModelError as e:
@@ -58,7 +60,10 @@ def gate_provisioned(run, info) -> ModelGate | str:
     """The gate for the model phase 04 provisioned (``runtime.model``), or why it cannot run yet."""
     if getattr(info, "planned", False) or not Path(str(info.path)).exists():
         return f"planned: `{Path(str(info.path)).name}` is checked against sha256 `{run.params.runtime.model.sha256}` once fetched"
-    gate = gate_model(Path(str(info.path)), run.params.runtime.model.sha256, raise_on_refusal=False)
+    from ..runtime import model as model_mod
+
+    gate = gate_model(Path(str(info.path)), run.params.runtime.model.sha256, raise_on_refusal=False,
+                      llama_cpp=model_mod.run_supported(run))
     run.record("model_gate", asdict(gate))
     if not gate.accepted:
         raise ModelRefused(f"model {info.path} refused: {gate.detail}")

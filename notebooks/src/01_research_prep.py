@@ -58,14 +58,19 @@ pd.Series(research.recorded_summary(s), name="recorded as 01/summary").to_frame(
 # llama.cpp's CPU backend (ggml) picks its matrix kernels at build time from the extensions the
 # compiler may use: AVX2 with FMA and F16C is the baseline for fast quantized inference; AVX-512,
 # AVX-VNNI and AMX add faster paths. The generation is derived from the CPUID family/model/stepping
-# rather than the marketing name, which hypervisors often replace. On hybrid Intel CPUs (Alder Lake
-# and later) the table also shows the P-core/E-core split when the kernel or `lscpu` reveals it.
+# rather than the marketing name, which hypervisors often replace. A hypervisor may also report
+# another model number than its host's, or hide extensions the host has, so the generation is
+# cross-checked against the ISA flags and against what gcc makes of `-march=native`; where they
+# disagree the table says so in a row of its own, and Synapse goes by the flags (they are what code
+# may use). On hybrid Intel CPUs (Alder Lake and later) the table also shows the P-core/E-core
+# split when the kernel or `lscpu` reveals it.
 
 # %%
-research.cpu_table(s)
+native = compiler.native_target(run)
+research.cpu_table(s, native.to_dict())
 
 # %%
-research.cpu_generation(s)
+research.cpu_generation(s, native.to_dict())
 
 # %%
 research.isa_support(s)
@@ -82,7 +87,6 @@ research.isa_support(s)
 # `-march=native`; Phase 4 adds the third.
 
 # %%
-native = compiler.native_target(run)
 research.isa_layers(s["cpu"], s["xstate"], native.to_dict())
 
 # %% [markdown]
@@ -116,6 +120,9 @@ research.memory_answer(s)
 #
 # The blueprint prefers systemd-boot, which exists only for UEFI. The kernel exposes
 # `/sys/firmware/efi` exactly when the system was booted through UEFI, so its presence decides.
+# Some virtual machines run no firmware at all: the hypervisor loads the kernel itself. Then there
+# are no SMBIOS tables (`/sys/firmware/dmi` is missing) and the kernel command line carries no boot
+# loader's mark (`BOOT_IMAGE=`, `initrd=`), and the answer says so instead of guessing "BIOS".
 
 # %%
 research.boot_answer(s)
@@ -138,7 +145,8 @@ research.install_target(s)
 # ## The rest of the system
 #
 # Facts later phases tune or compare against: transparent huge pages (the blueprint wants
-# `madvise`), the cpufreq governor (absent in most VMs), NUMA layout, virtualization, and the kernel's
+# `madvise`), the cpufreq governor (absent in most VMs), NUMA layout (each node's memory, summed and
+# checked against the total: a gap is flagged), virtualization, and the kernel's
 # CPU vulnerability mitigations. Mitigations cost performance on some CPUs; Synapse only turns them
 # off (`mitigations=off`) on a machine the parameters declare trusted and offline.
 
@@ -155,7 +163,7 @@ research.vulnerabilities_table(s)
 # as `01/answers` together with the numbers behind them.
 
 # %%
-answers = research.answer_all(s)
+answers = research.answer_all(s, native=native.to_dict())
 run.record("answers", answers.to_dict())
 answers.table()
 
