@@ -15,9 +15,10 @@ phases (notebooks/NN_*.ipynb):
   02 base system       partition, bootstrap, configure and boot-check a disk or disk image
   03 kernel            apply the kernel table, show what stuck, build, boot and read it back
   04 AI runtime        build llama.cpp for this CPU, provision and inspect the model
-  05 benchmark         llama-bench with statistics, thread sweep, jitter, roofline
+  05 benchmark         Synapse against stock llama.cpp: paired rounds, the knob screen, served latency
   06 hardening         the inference service, read-only root, the distributable image
   07 compare           runs side by side with confidence intervals
+  08 tune              race runtime and host settings; write a tuned profile phase 06 can deploy
 
 examples:
   aios plan --params parameters/default.yaml      list every command, change nothing
@@ -25,6 +26,8 @@ examples:
   aios run 02 --params parameters/my-box.yaml     only the base-system phase
   aios check parameters/my-box.yaml               validate a parameter file
   aios model check model.gguf                     check a downloaded GGUF before serving it
+  aios bench                                      Synapse vs stock on this machine, the verdict only
+  aios tune --budget 900                          search the fastest settings; writes a profile
 
 Destructive phases (02, 03 install, 06 image) write only the target named in the parameter
 file, and only when target.confirm repeats that exact device or image path.

@@ -6,7 +6,7 @@ A setting targets either the live system (``root=None``) or a system root direct
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ class SettingResult:
     ok: bool
     where: str = "live"
     note: str = ""
+    #: rows a setting of several things shows one by one (e.g. each unit to mask): dicts with
+    #: setting, requested, in effect, status
+    parts: list = field(default_factory=list)
 
 
 class Setting:
@@ -43,6 +46,10 @@ class Setting:
     def matches(self, actual: Any) -> bool:
         return actual == self.desired
 
+    def parts(self, in_effect: Any, planned: bool) -> list[dict]:
+        """One row per thing this setting covers, for a setting of several (default: none)."""
+        return []
+
 
 def apply_settings(runner: Runner, settings: list[Setting], root: Path | None = None,
                    verify_only: bool = False) -> list[SettingResult]:
@@ -58,18 +65,25 @@ def apply_settings(runner: Runner, settings: list[Setting], root: Path | None = 
         planned = applied and runner.plan
         rows.append(SettingResult(s.name, s.desired, before, after, applied, planned,
                                   ok=planned or s.matches(after), where=str(root) if root else "live",
-                                  note=s.note))
+                                  note=s.note, parts=s.parts(after, planned)))
     return rows
 
 
 def settings_table(rows: list[SettingResult]):
-    """Requested vs in effect, for a notebook."""
+    """Requested vs in effect, for a notebook; a setting of several things shows one row each."""
     import pandas as pd
 
-    return pd.DataFrame([{
-        "setting": r.name, "requested": r.requested, "before": r.before, "in effect": r.in_effect,
-        "status": "planned" if r.planned else ("ok" if r.ok else "MISMATCH"), "where": r.where, "note": r.note,
-    } for r in rows])
+    table = []
+    for r in rows:
+        if r.parts:
+            table += [{"setting": p["setting"], "requested": p["requested"], "before": p.get("before"),
+                       "in effect": p["in effect"], "status": p["status"], "where": r.where,
+                       "note": p.get("note", "")} for p in r.parts]
+            continue
+        table.append({"setting": r.name, "requested": r.requested, "before": r.before, "in effect": r.in_effect,
+                      "status": "planned" if r.planned else ("ok" if r.ok else "MISMATCH"), "where": r.where,
+                      "note": r.note})
+    return pd.DataFrame(table)
 
 
 class FileSetting(Setting):

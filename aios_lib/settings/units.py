@@ -74,6 +74,21 @@ class MaskedUnits(Setting):
         return sorted(u for u in self.present
                       if _readlink(runner, host_path(root, "/etc/systemd/system") / u) == "/dev/null")
 
+    def parts(self, in_effect, planned):
+        """One row per unit asked for: masked, planned, not installed (nothing to mask) or MISMATCH."""
+        rows = []
+        for u in self.wanted:
+            if u in (self.absent or []):
+                rows.append({"setting": f"mask {u}", "requested": "masked", "in effect": "not installed",
+                             "status": "not installed", "note": "the unit is not in the target: nothing to mask"})
+                continue
+            masked = u in (in_effect or [])
+            rows.append({"setting": f"mask {u}", "requested": "masked",
+                         "in effect": "masked" if masked else ("planned" if planned else "not masked"),
+                         "status": "ok" if masked else ("planned" if planned else "MISMATCH"),
+                         "note": self.note if planned and self.note.startswith("planned") else ""})
+        return rows
+
     def apply(self, runner, root):
         if self.present is None:
             self.resolve(runner, root)
