@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from aios_lib.execute import existing_phases, render_html, render_records, run_phases
 from aios_lib.core.journal import read_journal
@@ -127,3 +128,21 @@ def test_html_links_one_stylesheet_per_outputs_folder_and_renders_like_nbconvert
     assert render_records(outputs) == [outputs / "m/run-a/01_x.html", outputs / "m/run-b/01_x.html"]
     assert stylesheet.stat().st_mtime_ns == before  # written once, not per page
     assert (outputs / "m/run-b/01_x.html").read_text() == text
+
+
+def _committed_notebooks():
+    root = Path(__file__).resolve().parent.parent / "outputs"
+    return sorted(root.glob("*/*/[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("ipynb", _committed_notebooks(), ids=lambda p: f"{p.parent.parent.name}/{p.parent.name}/{p.stem}")
+def test_committed_record_rerenders_identically_from_outputs_alone(ipynb, tmp_path):
+    """Every committed page is what its executed notebook renders to, with nothing but outputs/: a
+    copy of the record (and the shared stylesheet) rendered elsewhere gives the same HTML and CSS."""
+    outputs = ipynb.parent.parent.parent
+    copy = tmp_path / "outputs" / ipynb.parent.parent.name / ipynb.parent.name
+    copy.mkdir(parents=True)
+    shutil.copy2(ipynb, copy / ipynb.name)
+    html = render_html(copy / ipynb.name, tmp_path / "outputs")
+    assert html.read_text(encoding="utf-8") == ipynb.with_suffix(".html").read_text(encoding="utf-8")
+    assert (tmp_path / "outputs" / "notebook.css").read_text() == (outputs / "notebook.css").read_text()

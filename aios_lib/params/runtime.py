@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Section
+from .types import BuildJobs
 
 DEFAULT_SDIST_VERSION = "0.3.36"
 DEFAULT_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
@@ -51,7 +52,7 @@ class LlamaBuild(Section):
     cmake_options: dict[str, str] = Field(default_factory=dict)
     targets: list[str] = ["llama-bench", "llama-server", "llama-quantize"]
     build_type: Literal["Release", "RelWithDebInfo", "Debug"] = "Release"
-    jobs: int | Literal["auto"] = "auto"
+    jobs: BuildJobs = "auto"
     #: also build an SSE2-only x86-64 llama-bench (every optional extension off): an informational
     #: floor only, since no real stock build ships it (phase 05 compares with the release build)
     compare_generic: bool = False
@@ -64,12 +65,6 @@ class LlamaBuild(Section):
     max_fallback_builds: int = Field(4, ge=1, le=10)
     verify: Verify = Verify()
 
-    @field_validator("jobs")
-    @classmethod
-    def _jobs(cls, v):
-        if v != "auto" and v < 1:
-            raise ValueError("a build needs at least 1 job (or auto)")
-        return v
 
 
 class ModelSource(Section):

@@ -15,7 +15,7 @@ Warnings are kept on the section (:func:`aios_lib.params.base.note_warnings`) an
 """
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ValidationInfo
 
@@ -55,3 +55,14 @@ def positive_size(text: str) -> str:
 KernelCmdline = Annotated[list[str], AfterValidator(kernel_cmdline)]
 PositiveSize = Annotated[str, AfterValidator(positive_size)]
 MountOptions = Annotated[list[str], AfterValidator(mount_options)]
+
+
+def build_jobs(v: int | str) -> int | str:
+    """Parallel build jobs: ``auto`` (one per CPU) or a count of at least 1."""
+    if v != "auto" and v < 1:
+        raise ValueError("a build needs at least 1 job (or auto)")
+    return v
+
+
+#: ``jobs`` of the llama.cpp and kernel builds
+BuildJobs = Annotated[int | Literal["auto"], AfterValidator(build_jobs)]

@@ -11,7 +11,7 @@ The build uses CMake + Ninja in Release with ``GGML_NATIVE=ON`` (``-march=native
 is set (reproducible-build convention), silently giving a generic binary.
 
 Each build compiles a tree of its own, ``<build>/src``: hard links to the fetched source, with the
-build's pinned patches (``aios_lib/patches/llama.cpp/*.patch``) applied on top. With ccache
+build's pinned patches (``aios_lib/runtime/patches/llama.cpp/*.patch``) applied on top. With ccache
 installed, ``CCACHE_BASEDIR`` is the build folder, so two builds that differ in one patched file
 or in their targets recompile only what differs.
 
@@ -273,7 +273,7 @@ def _march(build_dir: Path) -> str | None:
 
 
 def patch_info(name: str) -> dict:
-    """A pinned patch by name (``aios_lib/patches/llama.cpp/<name>.patch``) or by path: its file
+    """A pinned patch by name (``aios_lib/runtime/patches/llama.cpp/<name>.patch``) or by path: its file
     and sha256 (the sha256 goes into the key and the record)."""
     path = Path(name) if name.endswith(".patch") else PATCH_DIR / f"{name}.patch"
     name = path.stem
@@ -298,7 +298,7 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
           targets: list[str] | None = None, patches: list[str] | None = None) -> LlamaBuild:
     """Build llama.cpp (or reuse the cached build with the same key).
 
-    ``patches`` names pinned patches under ``aios_lib/patches/llama.cpp`` applied to this build's
+    ``patches`` names pinned patches under ``aios_lib/runtime/patches/llama.cpp`` applied to this build's
     copy of the source. The result is not verified yet: :func:`aios_lib.runtime.verify.working_build`
     verifies it (and finds a build that works when it does not)."""
     lp = run.params.runtime.llama
