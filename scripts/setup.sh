@@ -24,6 +24,8 @@ SYSTEM_PACKAGES=(
   # systemd-analyze verify/security for generated units
   systemd
   python3-venv
+  # the browser test of a JupyterLab session (tests/test_lab_browser.py): selenium drives these
+  chromium chromium-driver
 )
 
 missing=()
