@@ -19,6 +19,18 @@ def list_runs(root: Path | None = None) -> list[dict]:
     return runs
 
 
+def _mode(meta: dict) -> str:
+    """plan or run; an interactive session (``aios lab``) says so, and which phases it ran for real."""
+    if not meta.get("session"):
+        return "plan" if meta.get("plan") else "run"
+    phases = meta.get("phases", [])
+    ran = [p["phase"] for p in phases if p.get("plan") is False and p.get("status") != "not run"]
+    if not ran:
+        return f"{meta['session']} · plan"
+    planned = [p["phase"] for p in phases if p.get("plan") is not False and p.get("status") != "not run"]
+    return f"{meta['session']} · run {' '.join(ran)}" + (f" · plan {' '.join(planned)}" if planned else "")
+
+
 def write_index(root: Path | None = None) -> Path:
     root = root or outputs_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -29,16 +41,20 @@ def write_index(root: Path | None = None) -> Path:
         cells = []
         for p in meta.get("phases", []):
             link = Path(p["html"]).name if p.get("html") else None
-            label = html.escape(f"{p['phase']} {p['status']}")
+            label = html.escape(f"{p['phase']} {p['status']}" + (" (plan)" if meta.get("session") and
+                                                                   p.get("plan") is not False else ""))
             color = {"ok": "#1a7f37", "failed": "#cf222e"}.get(p["status"], "#9a6700")
             text = f'<a href="{html.escape(str(rel / link))}">{label}</a>' if link else label
             title = html.escape(p.get("error") or "")
             cells.append(f'<span style="color:{color}" title="{title}">{text}</span>')
-        outcome = "ok" if meta.get("ok") else ("running" if "finished" not in meta else "failed")
+        outcome = meta.get("outcome") or ("ok" if meta.get("ok") else
+                                          ("running" if "finished" not in meta else "failed"))
+        if meta.get("session") and "finished" not in meta:
+            outcome += " (session open)"
         rows.append(
             "<tr>" + "".join(f"<td>{c}</td>" for c in [
                 html.escape(meta.get("machine", "?")), html.escape(meta.get("started", "?")),
-                "plan" if meta.get("plan") else "run", " · ".join(cells), outcome,
+                _mode(meta), " · ".join(cells), html.escape(outcome),
                 f'<a href="{html.escape(str(rel))}/">{html.escape(meta.get("run_id", ""))}</a>',
             ]) + "</tr>")
     page = (
