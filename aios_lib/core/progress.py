@@ -88,8 +88,8 @@ class WidgetSink:
         from tqdm.notebook import tqdm
 
         self._known = fraction is not None
-        fmt = ("{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}" if self._known
-               else "{desc} |{bar}| [{elapsed}] {postfix}")
+        fmt = ("{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}" if self._known
+               else "{desc} |{bar}| [{elapsed}]{postfix}")
         self._bar = tqdm(total=100 if self._known else None, desc=self.desc, bar_format=fmt, leave=True,
                          display=False, dynamic_ncols=True, mininterval=0)
         self._bar.start_t = self._bar._time() - elapsed  # the command started before the widget
@@ -101,7 +101,7 @@ class WidgetSink:
         bar = self._bar
         if fraction is not None and not self._known:
             self._known = True
-            bar.bar_format = "{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}"
+            bar.bar_format = "{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}"
             start = bar.start_t
             bar.reset(total=100)
             bar.start_t = start
@@ -140,12 +140,12 @@ def interactive() -> bool:
 
 
 def _widgets_available() -> bool:
+    from importlib.util import find_spec
+
     try:
-        import ipywidgets  # noqa: F401
-        import tqdm.notebook  # noqa: F401
-    except ImportError:
+        return find_spec("ipywidgets") is not None and find_spec("tqdm.notebook") is not None
+    except ImportError:  # tqdm itself missing
         return False
-    return True
 
 
 def make_sink(title: str) -> ProgressSink:
