@@ -161,9 +161,10 @@ def note_phase_opened(run_dir: Path, phase: str, plan: bool) -> None:
             write_json(run_dir / "run.json", meta)
 
 
-def update(run_dir: Path, final: bool = False) -> dict:
+def update(run_dir: Path, final: bool = False, saved: str | None = None) -> dict:
     """Read the session's saved notebooks into run.json (each phase's outcome) and its HTML, and
-    rewrite the index. ``final`` (the server stopped) also puts each phase's findings first and
+    rewrite the index. ``saved`` names the one notebook just saved (only its HTML is rendered
+    again); ``final`` (the server stopped) renders all, each with its phase's findings first, and
     marks the session finished."""
     from .execute import put_findings_first, render_html
     from .index import write_index
@@ -178,7 +179,7 @@ def update(run_dir: Path, final: bool = False) -> dict:
                 continue
             status, error = notebook_outcome(nbformat.read(ipynb, as_version=4))
             entry["status"], entry["error"] = status, error
-            if status == "not run":
+            if status == "not run" or (saved and not final and entry["notebook"] != saved):
                 continue
             try:
                 if final:
@@ -202,7 +203,7 @@ def after_save(model=None, os_path=None, contents_manager=None, **_) -> None:
     try:
         path = Path(os_path or "")
         if path.suffix == ".ipynb" and is_session(path.parent):
-            update(path.parent)
+            update(path.parent, saved=path.name)
     except Exception as exc:
         log = getattr(contents_manager, "log", None)
         if log is not None:
@@ -228,6 +229,10 @@ def server_argv(session: Session, ip: str, port: int, token: str, open_browser: 
             "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
             f"--ServerApp.open_browser={open_browser}", "--ServerApp.answer_yes=True",  # Ctrl-C stops
             "--ContentsManager.post_save_hook=aios_lib.lab.after_save",
+            # quiet: the banner above says what to open; no news feed to ask about (often offline)
+            "--ServerApp.log_level=WARN", "--LabApp.log_level=WARN", "--LabApp.news_url=None",
+            # a workspace of its own: no tabs of an earlier session reopen
+            f"--LabApp.workspaces_dir={Path(tempfile.gettempdir()) / 'synapse-lab' / 'workspaces' / session.run_id}",
             f"--LabApp.default_url=/lab/tree/{session.notebooks[0].name}" if session.notebooks else ""]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--ServerApp.allow_root=True")
@@ -278,7 +283,7 @@ def describe_target(run) -> dict[str, str]:
     t = run.params.target
     if t.kind == "disk":
         fact = Fact(name="target disk", commands={"lsblk": ("lsblk", "-J", "-b", "-o", disks.LSBLK_COLS, t.device)},
-                    parse=disks.parse)
+                    parse=disks.parse, optional=frozenset({"lsblk"}))  # absent here: the prompt says so
         found = (gather(run.runner, fact) or {}).get("disks") or [{}]
         d = found[0]
         size = d.get("size_bytes")

@@ -241,6 +241,24 @@ def test_a_destructive_step_waits_for_the_notebook_prompt_as_well(tmp_path, monk
     assert r.rc == 0 and run.recorded("02", "confirmed_in_notebook")["by-id"] == str(image)
 
 
+def test_the_prompt_names_the_disk_by_model_size_and_by_id(tmp_path, monkeypatch):
+    from aios_lib.core.result import CommandResult
+
+    dev = "/dev/disk/by-id/nvme-Samsung_SSD_980_PRO_1TB_S5GXNX0T000000A"
+    params = parse_params({"schema_version": 1, "target": {"kind": "disk", "device": dev, "confirm": dev}}, "<t>")
+    run = open_run(params, run_dir=tmp_path / "r", plan=True, phase="02")
+    lsblk = json.dumps({"blockdevices": [{"name": "nvme0n1", "path": "/dev/nvme0n1", "model": "Samsung SSD 980 PRO 1TB",
+                                          "serial": "S5GXNX0T000000A", "size": 1000204886016, "rota": False,
+                                          "tran": "nvme", "type": "disk", "rm": False, "mountpoints": [None],
+                                          "fstype": None}]})
+    seen = []
+    monkeypatch.setattr(run.runner, "probe", lambda argv, **kw: seen.append(argv) or
+                        CommandResult(list(argv), "probe", 0, lsblk, "", 0.0, 0.0))
+    assert lab.describe_target(run) == {"what": "disk", "by-id": dev, "device": "/dev/nvme0n1",
+                                        "model": "Samsung SSD 980 PRO 1TB S5GXNX0T000000A", "size": "931.5 GiB"}
+    assert seen[0][0] == "lsblk" and seen[0][-1] == dev
+
+
 def test_the_prompt_never_replaces_the_parameter_file(tmp_path, monkeypatch):
     image = tmp_path / "d.img"
     monkeypatch.setattr("aios_lib.context.interactive", lambda: True)
