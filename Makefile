@@ -2,9 +2,11 @@
 #   make run    survey, build and benchmark this machine with parameters/default.yaml
 #   make test   the test suite (what .ci/run calls)
 # Both install what they need first (system packages when root, a virtualenv in .venv).
+# Stepping through by hand: make lab   (JupyterLab on a session copy of the notebooks; see README)
 # and for developers: make notebooks  (notebooks/NN_*.ipynb from their sources notebooks/src/NN_*.py)
 
 PARAMS ?= parameters/default.yaml
+PHASES ?=
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
@@ -40,8 +42,11 @@ notebooks: setup
 	  echo "wrote $$nb"; \
 	done
 
+# A JupyterLab session on copies of the notebooks (outputs/<machine>/<run-id>-lab/), on loopback
+# without a browser (root and headless machines included); prints the URL and an SSH tunnel line.
+# make lab PARAMS=parameters/my-box.yaml PHASES="01 02"
 lab: setup
-	$(VENV)/bin/pip install -q -e '.[lab]' && $(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/aios lab --params $(PARAMS) $(PHASES)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,6 +28,7 @@ examples:
   aios model check model.gguf                     check a downloaded GGUF before serving it
   aios bench                                      Synapse vs stock on this machine, the verdict only
   aios tune --budget 900                          search the fastest settings; writes a profile
+  aios lab 01 02 --params parameters/my-box.yaml  step through in JupyterLab (a session copy)
 
 Destructive phases (02, 03 install, 06 image) write only the target named in the parameter
 file, and only when target.confirm repeats that exact device or image path.
@@ -90,6 +91,36 @@ def _cmd_index(args) -> int:
         print(f"re-rendered {len(render_records())} notebook(s) to HTML")
     print(write_index())
     return 0
+
+
+# ---- aios lab: stepping through in JupyterLab on a session's copy (aios_lib/lab.py) ----
+def _register_lab(sub) -> None:
+    sp = sub.add_parser(
+        "lab", help="JupyterLab on a copy of the phases' notebooks: what you run and save is the run's record",
+        description="Prepares a run folder outputs/<machine>/<run-id>-lab/ with a copy of each phase's notebook "
+                    "(its parameters cell filled in: params_file, run_dir, plan) and serves JupyterLab there, on "
+                    "loopback, without opening a browser; prints the URL with its token and an SSH tunnel line. "
+                    "Each save updates the run's run.json, HTML and outputs/index.html; Ctrl-C stops the server "
+                    "and closes the record. The notebooks in notebooks/ stay templates.",
+        epilog="examples:\n  aios lab --params parameters/default.yaml 01 02\n"
+               "  make lab PARAMS=parameters/my-box.yaml PHASES=\"01 02 04\"",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("phase", nargs="*", help="phase numbers (default: the file's `phases` list)")
+    sp.add_argument("--params", "-p", default="parameters/default.yaml", help="parameter file (YAML)")
+    sp.add_argument("--run", action="store_true",
+                    help="start with plan = False in every copy (default: plan = True, change it per notebook)")
+    sp.add_argument("--ip", default="127.0.0.1", help="address to listen on (default %(default)s: loopback only)")
+    sp.add_argument("--port", type=int, help="port (default: the first free one from 8888)")
+    sp.add_argument("--browser", action="store_true", help="open a browser on this machine")
+    sp.add_argument("--prepare-only", action="store_true", help="prepare the session folder, start no server")
+    sp.set_defaults(func=_cmd_lab)
+
+
+def _cmd_lab(args) -> int:
+    from .lab import main_lab
+
+    return main_lab(args.params, _phases(args.phase), plan=not args.run, ip=args.ip, port=args.port,
+                    open_browser=args.browser, prepare_only=args.prepare_only)
 
 
 # ---- aios panel: the Neural Control Panel (aios_lib/panel) ----
@@ -237,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--params", "-p", default="parameters/default.yaml", help="parameter file (YAML)")
         sp.add_argument("--label", help="appended to the run id, e.g. stock or aios")
         sp.add_argument("--quiet", "-q", action="store_true", help="do not echo cell output while running")
+    _register_lab(sub)
     sp = sub.add_parser("check", help="validate a parameter file")
     sp.add_argument("file")
     sp = sub.add_parser("index", help="rewrite outputs/index.html")

@@ -7,8 +7,10 @@ says what ran and how it ended.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import nbformat
 
 from .params import ALL_PHASES, Params, load_params
 from .core.paths import notebooks_dir, outputs_dir
+from .core.progress import HEADLESS_ENV
 from .core.records import new_run_id, read_json, run_dir_for, write_json
 
 
@@ -137,6 +140,23 @@ def _failure_text(exc: Exception, output: Path) -> str:
     return f"{output.name}: {where} raised {ename}: {first} (partial notebook kept: {output})"
 
 
+@contextmanager
+def _environment(**values: str):
+    """``values`` in os.environ while the block runs: papermill's kernels inherit this process's
+    environment, and this is how a kernel learns that nobody watches it (plain progress lines,
+    never an interactive prompt)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, plan: bool = False,
                label: str = "", kernel_name: str = "synapse", log_output: bool = True) -> RunOutcome:
     import papermill as pm
@@ -160,12 +180,15 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
         t0 = time.time()
         status, error = "ok", None
         try:
-            pm.execute_notebook(
-                str(nb), str(out),
-                parameters={"params_file": str(params.source_file), "run_dir": str(run_dir), "plan": plan},
-                kernel_name=kernel_name, cwd=str(nb.parent), log_output=log_output, progress_bar=False,
-                report_mode=False,
-            )
+            with _environment(**{HEADLESS_ENV: "1"}):
+                pm.execute_notebook(
+                    str(nb), str(out),
+                    parameters={"params_file": str(params.source_file), "run_dir": str(run_dir), "plan": plan},
+                    kernel_name=kernel_name, cwd=str(nb.parent), progress_bar=False, report_mode=False,
+                    # the cells' printed output, as it comes, once (papermill's log_output would send
+                    # stderr through logging a second time, and stdout nowhere)
+                    stdout_file=sys.stdout if log_output else None, stderr_file=sys.stderr if log_output else None,
+                )
         except Exception as exc:  # papermill's PapermillExecutionError, or a kernel that died
             status, error = "failed", _failure_text(exc, out)
         html = None

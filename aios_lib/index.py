@@ -30,6 +30,18 @@ def list_runs(root: Path | None = None) -> list[dict]:
     return runs
 
 
+def _mode(meta: dict) -> str:
+    """plan or run; an interactive session (``aios lab``) says so, and which phases it ran for real."""
+    if not meta.get("session"):
+        return "plan" if meta.get("plan") else "run"
+    phases = meta.get("phases", [])
+    ran = [p["phase"] for p in phases if p.get("plan") is False and p.get("status") != "not run"]
+    if not ran:
+        return f"{meta['session']} · plan"
+    planned = [p["phase"] for p in phases if p.get("plan") is not False and p.get("status") != "not run"]
+    return f"{meta['session']} · run {' '.join(ran)}" + (f" · plan {' '.join(planned)}" if planned else "")
+
+
 # ---- what one row shows -----------------------------------------------------------------------
 def _duration_s(meta: dict) -> float | None:
     try:
@@ -121,9 +133,11 @@ def row(meta: dict, root: Path) -> dict[str, Any]:
     results = read_json(d / "results.json") if (d / "results.json").exists() else {}
     hw = machine_facts(results)
     commit, commit_how = _commit(meta, d)
-    outcome = "ok" if meta.get("ok") else ("running" if "finished" not in meta else "failed")
+    outcome = meta.get("outcome") or ("ok" if meta.get("ok") else ("running" if "finished" not in meta else "failed"))
+    if meta.get("session") and "finished" not in meta:
+        outcome += " (session open)"
     return {"machine": meta.get("machine", "?"), "started": meta.get("started", "?"),
-            "mode": "plan" if meta.get("plan") else "run", **{k: hw.get(k) for k in (
+            "mode": _mode(meta), "session": bool(meta.get("session")), **{k: hw.get(k) for k in (
                 "cpu", "physical_cores", "logical_cpus", "memory_bytes", "kernel")},
             "params_file": _params_file(meta), "commit": commit, "commit_how": commit_how,
             "duration_s": _duration_s(meta), "outcome": outcome, "phases": meta.get("phases", []),
@@ -164,21 +178,21 @@ def render_row(r: dict) -> str:
     cells = []
     for p in r["phases"]:
         link = Path(p["html"]).name if p.get("html") else None
-        label = html.escape(f"{p['phase']} {p['status']}")
+        label = html.escape(f"{p['phase']} {p['status']}" + (" (plan)" if r["session"] and p.get("plan") is not False else ""))
         color = {"ok": "#1a7f37", "failed": "#cf222e"}.get(p["status"], "#9a6700")
         text = f'<a href="{html.escape(str(r["dir"] / link))}">{label}</a>' if link else label
         cells.append(f'<span style="color:{color}" title="{html.escape(p.get("error") or "")}">{text}</span>')
     phys, logical = r["physical_cores"], r["logical_cpus"]
     cores = f"{phys} / {logical}" if phys or logical else "—"
     mem = r["memory_bytes"]
-    outcome = {"ok": "ok", "failed": "failed", "running": "running"}[r["outcome"]]
+    outcome = r["outcome"]
     return "<tr>" + "".join([
         _td(r["machine"]), _td(r["started"]), _td(r["mode"]), _td(r["cpu"] or "—"),
         _td(cores, sort=logical if logical is not None else -1, title="physical cores / logical CPUs"),
         _td(f"{mem / GIB:.1f} GiB" if mem else "—", sort=mem or -1), _td(r["kernel"] or "—"),
         _td(r["params_file"]), _td(r["commit"], title=r["commit_how"]),
         _td(_fmt_duration(r["duration_s"]), sort=r["duration_s"] if r["duration_s"] is not None else -1),
-        _td(f"<b>{outcome}</b><br>" + " · ".join(cells), sort=outcome, raw=True),
+        _td(f"<b>{html.escape(outcome)}</b><br>" + " · ".join(cells), sort=outcome, raw=True),
         _td(r["headline"] or "—"),
         _td(f'<a href="{html.escape(str(r["dir"]))}/">{html.escape(r["run_id"])}</a>', sort=r["run_id"], raw=True),
     ]) + "</tr>"

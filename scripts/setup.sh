@@ -24,6 +24,8 @@ SYSTEM_PACKAGES=(
   # systemd-analyze verify/security for generated units
   systemd
   python3-venv
+  # the browser test of a JupyterLab session (tests/test_lab_browser.py): selenium drives these
+  chromium chromium-driver
 )
 
 missing=()
@@ -49,4 +51,11 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e '.[test]'
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name synapse --display-name "Synapse (.venv)" >/dev/null
+# This venv's JupyterLab (aios lab) never asks to fetch news from the internet: machines are often offline
+SETTINGS="$VENV/share/jupyter/lab/settings"
+if [ ! -e "$SETTINGS/overrides.json" ]; then
+  mkdir -p "$SETTINGS"
+  echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+    > "$SETTINGS/overrides.json"
+fi
 echo "setup: ready ($VENV)"

@@ -155,6 +155,13 @@ def test_recorded_summary_has_what_later_phases_read(vm):
     assert r["mem_total_bytes"] == vm["memory"]["total_bytes"]
 
 
+def test_summary_table_shows_memory_in_gib_beside_the_recorded_bytes(vm):
+    shown = research.summary_table(vm)["recorded as 01/summary"]
+    n = vm["memory"]["total_bytes"]
+    assert shown["mem_total_bytes"] == f"{n / research.GIB:.1f} GiB ({n:,} bytes)"
+    assert shown["physical_cores"] == 2
+
+
 def test_notebook_01_records_survey_and_answers(tmp_path):
     """Notebook 01 runs headless in plan mode, renders HTML and records what later phases read."""
     import os

@@ -52,6 +52,9 @@ class Runner:
     history: list[CommandResult] = field(default_factory=list)
     #: why this runner only plans (see :meth:`planning`); added to the note of each planned command
     plan_reason: str | None = None
+    #: what is still missing when the parameters confirm a device but someone must also confirm it
+    #: (a prompt in an interactive notebook); said when a destructive command is refused
+    awaiting: str | None = None
 
     # ---- commands -------------------------------------------------------------------
     def probe(self, argv: Sequence[str], **kw) -> CommandResult:
@@ -189,6 +192,8 @@ class Runner:
             raise DestructiveRefused(f"refused: destructive command names no device: {shlex.join(argv)}")
         wanted = _device_keys(device)
         if not (wanted & set(self.confirmed_devices)):
+            if self.awaiting:
+                raise DestructiveRefused(f"refused: `{shlex.join(argv)}` would write {device}: {self.awaiting}")
             raise DestructiveRefused(
                 f"refused: `{shlex.join(argv)}` would write {device}, but the parameters do not confirm it. "
                 f"Set target.confirm to exactly {device!r} in the parameter file if this is the disk to erase."

@@ -453,6 +453,18 @@ def recorded_summary(s: Mapping[str, Any]) -> dict[str, Any]:
             "generation_cpuid": c.get("generation")}
 
 
+def summary_table(s: Mapping[str, Any]) -> "Any":
+    """:func:`recorded_summary` as a table a person reads: the keys as recorded, memory in GiB
+    beside the byte count that later phases read."""
+    import pandas as pd
+
+    shown = recorded_summary(s)
+    n = shown.get("mem_total_bytes")
+    if n:
+        shown["mem_total_bytes"] = f"{_gib(n)} ({n:,} bytes)"
+    return pd.Series(shown, name="recorded as 01/summary", dtype=object).to_frame()
+
+
 def survey_commands(history) -> "Any":
     """The survey's commands and what each gave (rows of the runner's history), as a table."""
     import pandas as pd

@@ -131,6 +131,7 @@ def read_back(runner: Runner, root: Path, cmdline: Cmdline, kver: str | None, to
               staged: bool = True) -> BootloaderResult:
     """What the ESP holds: loader, fallback loader, loader.conf, the entry and its options."""
     efi = root / "efi"
+    kver = kver or "<kver>"  # a plan knows no kernel version yet: say so rather than "None"
     entry_file = efi / "loader" / "entries" / f"{token}-{kver}.conf"
     esp = gather(runner, boot.esp_dir(efi, entry_file.name))
     entry, conf, files, have_conf = esp["entry"], esp["loader_conf"], esp["files"], esp["loader"]
@@ -145,9 +146,9 @@ def read_back(runner: Runner, root: Path, cmdline: Cmdline, kver: str | None, to
         _row("initrd on ESP", f"{token}/{kver}/initrd*", next((f for f in files if f.startswith(f"{token}/{kver}/initrd")), None)),
     ]
     if runner.plan and not entry:
-        for c in checks:
-            c["ok"], c["in effect"] = True, "(planned)"
-    return BootloaderResult(kver, str(cmdline), str(entry_file), entry, conf, files, staged,
+        for c in checks:  # nothing was read back: "planned", which is neither a pass nor a failure
+            c["ok"], c["in effect"] = "planned", "(planned)"
+    return BootloaderResult(None if kver == "<kver>" else kver, str(cmdline), str(entry_file), entry, conf, files, staged,
                             list(cmdline.warnings), checks)
 
 

@@ -18,9 +18,12 @@
 # plan mode too: this notebook gives the same answers whether it runs or plans.
 
 # %% tags=["parameters"]
+# A template: `make lab` (`aios lab`) opens a copy whose outputs become a run's record.
+# Opened here, the record is scratch (outputs/_scratch/) and what you save changes the template.
 params_file = "parameters/default.yaml"
 run_dir = None
-# By hand this only plans (lists commands, changes nothing); `aios run` passes plan=False.
+# plan = True lists every command and changes nothing; this phase only reads the machine,
+# so plan = False (what `aios run` passes) gives the same answers.
 plan = True
 
 # %%
@@ -49,7 +52,7 @@ run
 s = survey(run.runner)
 run.record("survey", s)
 run.record("summary", research.recorded_summary(s))
-pd.Series(research.recorded_summary(s), name="recorded as 01/summary").to_frame()
+research.summary_table(s)
 
 # %% [markdown]
 # ## 1. Which CPU, and which vector extensions?

@@ -19,9 +19,14 @@
 # booted in QEMU and a check inside the guest reports what is really in effect.
 
 # %% tags=["parameters"]
+# A template: `make lab` (`aios lab`) opens a copy whose outputs become a run's record.
+# Opened here, the record is scratch (outputs/_scratch/) and what you save changes the template.
 params_file = "parameters/default.yaml"
 run_dir = None
-# By hand this only plans (lists commands, changes nothing); `aios run` passes plan=False.
+# plan = True lists every command and changes nothing (read-only probes run).
+# To run for real: plan = False, then Run All. That partitions, formats and installs the
+# target of the parameter file: only when its target.confirm repeats the target, and after
+# you confirm in the prompt under the run header.
 plan = True
 
 # %%

@@ -26,9 +26,14 @@
 # the built kernel is booted in QEMU and its own `/proc/config.gz` is compared with that table.
 
 # %% tags=["parameters"]
+# A template: `make lab` (`aios lab`) opens a copy whose outputs become a run's record.
+# Opened here, the record is scratch (outputs/_scratch/) and what you save changes the template.
 params_file = "parameters/default.yaml"
 run_dir = None
-# By hand this only plans (lists commands, changes nothing); `aios run` passes plan=False.
+# plan = True lists every command and changes nothing (read-only probes run).
+# To run for real: plan = False, then Run All. That builds the kernel (tens of minutes) and,
+# with kernel.install.enabled, installs it into the target (target.confirm and your
+# confirmation in the prompt under the run header).
 plan = True
 
 # %%

@@ -21,9 +21,14 @@
 # disk or an image. `parameters/synapse-os.yaml` builds the image. Run by hand, it only plans.
 
 # %% tags=["parameters"]
+# A template: `make lab` (`aios lab`) opens a copy whose outputs become a run's record.
+# Opened here, the record is scratch (outputs/_scratch/) and what you save changes the template.
 params_file = "parameters/default.yaml"
 run_dir = None
-# By hand this only plans (lists commands, changes nothing); `aios run` passes plan=False.
+# plan = True lists every command and changes nothing (read-only probes run).
+# To run for real: plan = False, then Run All. That installs the service and its
+# hardening into the target and builds the image (target.confirm and your
+# confirmation in the prompt under the run header).
 plan = True
 
 # %%

@@ -17,9 +17,11 @@
 # contended invocations are shown next to its ratio.
 
 # %% tags=["parameters"]
+# A template: `make lab` (`aios lab`) opens a copy whose outputs become a run's record.
+# Opened here, the record is scratch (outputs/_scratch/) and what you save changes the template.
 params_file = "parameters/default.yaml"
 run_dir = None
-# By hand this only plans (lists commands, changes nothing); `aios run` passes plan=False.
+# plan = True or False: this phase only reads records under outputs/ and changes nothing.
 plan = True
 # another run folder (outputs/<machine>/<run-id>) to compare this run with; None: within this run
 compare_with = None
