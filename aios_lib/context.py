@@ -12,7 +12,7 @@ from typing import Any
 
 from .core.journal import Journal
 from .params import Params, load_params
-from .core.records import Results, new_run_id, run_dir_for
+from .core.records import Results, hold_run_folder, new_run_id, run_dir_for
 from .core.runner import Runner
 
 
@@ -75,6 +75,7 @@ def open_run(params_file: "str | os.PathLike | Params" = "parameters/default.yam
         d.mkdir(parents=True, exist_ok=True)
     else:  # stepping through in JupyterLab: a run folder of its own
         d = run_dir_for(params.machine_name(), new_run_id(plan, "lab"))
+    hold_run_folder(d)  # `aios run --resume` waits for every process working in the folder, and its commands
     journal = Journal(d / "commands.jsonl")
     runner = Runner(journal=journal, plan=plan, confirmed_devices=confirmations(params), phase=phase)
     return Run(params=params, runner=runner, dir=d, phase=phase, results=Results(d / "results.json"))

@@ -33,6 +33,8 @@ def list_runs(root: Path | None = None) -> list[dict]:
 # ---- what one row shows -----------------------------------------------------------------------
 def _duration_s(meta: dict) -> float | None:
     try:
+        if meta.get("resumes"):  # the pause before a resume is not the run's time: its phases' is
+            raise KeyError("resumed")
         return (datetime.fromisoformat(meta["finished"]) - datetime.fromisoformat(meta["started"])).total_seconds()
     except (KeyError, TypeError, ValueError):
         secs = [p.get("seconds") for p in meta.get("phases", []) if isinstance(p.get("seconds"), (int, float))]
