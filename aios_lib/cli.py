@@ -64,9 +64,6 @@ def _cmd_resume(args, plan: bool) -> int:
         print("\n".join(resume.preview(args.resume)))
         return 0
     outcome = resume_run(args.resume, log_output=not args.quiet)
-    if outcome.resumed_from is None:
-        print(f"{outcome.run_dir}: nothing to resume, every phase finished")
-        return 0
     print(f"resumed from phase {outcome.resumed_from}")
     return _print_outcome(outcome, plan=False)
 

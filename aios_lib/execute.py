@@ -179,11 +179,9 @@ def resume_run(run_dir: str | os.PathLike, kernel_name: str = "synapse", log_out
     meta = read_json(run_dir / "run.json")
     if not meta:
         raise resume.ResumeRefused(f"{run_dir}: no run.json here; name a run folder, outputs/<machine>/<run-id>")
-    params = load_params(meta.get("params_file") or "")
-    rp = resume.plan_resume(run_dir, params.model_dump(mode="json"))
-    if not rp.todo:
-        return RunOutcome(run_dir=run_dir, plan=False, phases=[PhaseOutcome(**_known(p)) for p in meta["phases"]],
-                          resumed_from=None)
+    resume.plan_resume(run_dir)  # refuses a plan record or a finished run before reading its parameters
+    params = resume.recorded_params(run_dir, meta)
+    rp = resume.plan_resume(run_dir, params.model_dump(mode="json"))  # and other parameters
     claimed = claim_run_folder(run_dir, wait_s)
     if claimed is None:
         raise resume.ResumeRefused(f"{run_dir}: a process still works in this run folder (the run is still going, or "

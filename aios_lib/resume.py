@@ -124,6 +124,9 @@ def plan_resume(run_dir: str | os.PathLike, current_params: dict | None = None) 
         raise ResumeRefused(f"{d}: a plan-mode record (it changed nothing); start a new `aios plan` or `aios run`")
     requested = requested_phases(meta)
     done, todo = resume_point(requested, meta.get("phases") or [])
+    if not todo:
+        raise ResumeRefused(f"{d}: finished, every phase ok ({', '.join(done) or 'none asked for'}): nothing to "
+                            "resume; start a new `aios run` to run it again")
     diffs = param_differences(meta.get("params") or {}, current_params) if current_params is not None else []
     if diffs:
         shown = ", ".join(diffs[:6]) + (f" and {len(diffs) - 6} more" if len(diffs) > 6 else "")
@@ -132,6 +135,21 @@ def plan_resume(run_dir: str | os.PathLike, current_params: dict | None = None) 
                             "or start a new run")
     return ResumePlan(d, meta, requested, done, todo, len(meta.get("resumes") or []) + 1, how_it_ended(meta),
                       meta.get("params_file") or "", diffs)
+
+
+def recorded_params(run_dir: str | os.PathLike, meta: dict):
+    """The parameters the run started with, read from the file run.json names (a resume reads the
+    file again and compares it with the recorded dump: :func:`plan_resume`)."""
+    from .params import load_params
+
+    name = meta.get("params_file")
+    if not name:
+        raise ResumeRefused(f"{run_dir}: run.json names no parameter file; start a new run")
+    try:
+        return load_params(name)
+    except ParamsError as e:
+        raise ResumeRefused(f"{run_dir}: the parameter file the run started with cannot be read ({e.problems[0]}); "
+                            "put it back as it was, or start a new run") from None
 
 
 # ---- what a killed run left on this machine ------------------------------------------------------------
@@ -185,18 +203,15 @@ def preview(run_dir: str | os.PathLike) -> list[str]:
     from .core.journal import Journal
     from .core.records import Results
     from .core.runner import Runner
-    from .params import load_params
 
     d = Path(run_dir)
     meta = read_json(d / "run.json")
-    params = load_params(meta["params_file"]) if meta.get("params_file") else None
-    rp = plan_resume(d, params.model_dump(mode="json") if params else None)
-    lines = rp.lines()
-    if rp.todo and params is not None:
-        # a journal in memory: the run's own record is not touched
-        run = Run(params=params, runner=Runner(journal=Journal(None), plan=True, phase="resume"), dir=d,
-                  phase="resume", results=Results(d / "results.json"))
-        found = recover(run)
-        lines += ["  first, leftovers of the interruption:" if found else "  no leftovers of the interruption found"]
-        lines += [f"    - {f}" for f in found]
-    return lines
+    plan_resume(d)  # refuses what is not a resumable run before its parameters are read
+    params = recorded_params(d, meta)
+    rp = plan_resume(d, params.model_dump(mode="json"))
+    # a journal in memory: the run's own record is not touched
+    run = Run(params=params, runner=Runner(journal=Journal(None), plan=True, phase="resume"), dir=d,
+              phase="resume", results=Results(d / "results.json"))
+    found = recover(run)
+    return rp.lines() + ["  first, leftovers of the interruption:" if found else
+                         "  no leftovers of the interruption found"] + [f"    - {f}" for f in found]

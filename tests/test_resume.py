@@ -100,6 +100,16 @@ def test_plan_resume_refuses_what_it_cannot_continue(tmp_path):
     write_json(plan_run / "run.json", {"plan": True, "phases": []})
     with pytest.raises(resume.ResumeRefused, match="plan-mode record"):
         resume.plan_resume(plan_run)
+    meta = read_json(d / "run.json")
+    write_json(d / "run.json", {**meta, "finished": "t", "phases": [_phase("01", "ok"), _phase("04", "ok")]})
+    with pytest.raises(resume.ResumeRefused, match=r"finished, every phase ok \(01, 04\): nothing to resume"):
+        resume.plan_resume(d, {"a": 1})
+    # a failed phase is resumable; parameters named in run.json but gone are refused in one line
+    write_json(d / "run.json", {**meta, "finished": "t", "phases": [_phase("01", "ok"), _phase("04", "failed")]})
+    assert resume.plan_resume(d, {"a": 1}).todo == ["04"]
+    with pytest.raises(resume.ResumeRefused, match=r"parameter file the run started with cannot be read \(.*p.yaml: "
+                                                   r"no such parameter file"):
+        resume.recorded_params(d, read_json(d / "run.json"))
 
 
 # ---- pure: what a kill left in the cache ---------------------------------------------------------------
@@ -198,6 +208,67 @@ def test_a_partial_synthetic_model_is_removed_and_written_again(make_run, cache_
     assert again.path.read_bytes() == whole and not part.exists() and again.source["cached"] is False
     notes = [e["note"] for e in read_journal(run.dir / "commands.jsonl") if e["argv"][:2] == ["rm", "-f"]]
     assert any("a partial SYNTHETIC model" in (n or "") for n in notes)
+
+
+FAKE_QUANTIZE = """#!{python}
+import shutil, sys
+# llama-quantize --allow-requantize IN OUT TYPE THREADS, as a copy: the bookkeeping around it is tested
+shutil.copyfile(sys.argv[2], sys.argv[3])
+print("[   1/   1] copied")
+"""
+
+
+def test_a_partial_or_damaged_quantised_file_is_never_used(make_run, cache_root, tmp_path):
+    """``.part`` is what a killed llama-quantize leaves: removed (journaled) and quantised again; a
+    file at the final name that is not a sound GGUF is quantised again too, never served."""
+    from types import SimpleNamespace
+
+    from aios_lib.runtime import model
+
+    run = make_run()
+    src = model.synthetic_model(run, n_embd=256, n_layer=2, n_head=4, n_head_kv=2, n_ff=256, n_vocab=512,
+                                dtype="Q8_0")
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    (bins / "llama-quantize").write_text(FAKE_QUANTIZE.format(python=sys.executable))
+    (bins / "llama-quantize").chmod(0o755)
+    build = SimpleNamespace(binary=lambda n: bins / n, planned=False)
+    out_dir = tmp_path / "quantized"
+    out_dir.mkdir()
+    whole = src.path.read_bytes()
+    out = model.quantize(run, build, src, "Q4_K_M", out_dir=out_dir).path
+    assert out.parent == out_dir and out.read_bytes() == whole
+    out.unlink()
+    part = out.with_name(out.name + ".part")
+    part.write_bytes(whole[: len(whole) // 2])  # as a kill halfway through leaves it
+    q = model.quantize(run, build, src, "Q4_K_M", out_dir=out_dir)
+    assert q.path == out and out.read_bytes() == whole and not part.exists() and q.source["cached"] is False
+    entries = read_journal(run.dir / "commands.jsonl")
+    rm = [e for e in entries if e["argv"] == ["rm", "-f", str(part)]]
+    assert len(rm) == 1 and rm[0]["note"].startswith("a partial Q4_K_M quantisation (")
+    assert entries.index(rm[0]) < max(i for i, e in enumerate(entries) if e["argv"][0] == str(bins / "llama-quantize"))
+    # a finished file is taken from the cache; a damaged one (truncated) is not
+    assert model.quantize(run, build, src, "Q4_K_M", out_dir=out_dir).source["cached"] is True
+    out.write_bytes(whole[: len(whole) - 4096])
+    again = model.quantize(run, build, src, "Q4_K_M", out_dir=out_dir)
+    assert again.source["cached"] is False and out.read_bytes() == whole
+    notes = [e["note"] for e in read_journal(run.dir / "commands.jsonl") if e["argv"] == ["rm", "-f", str(out)]]
+    assert len(notes) == 1 and notes[0].startswith("not a sound GGUF, quantised again: ")
+
+
+def test_an_entry_without_its_marker_is_removed_through_the_runner(runner, cache_root, tmp_path):
+    entry = cache.Entry("llama", "native-k")
+    (entry.path / "bin").mkdir(parents=True)
+    (entry.path / "bin" / "llama-bench").write_bytes(b"half a binary")
+    assert [lo.what for lo in cache.leftovers(cache_root)] == ["incomplete entry"]
+    assert entry.discard_incomplete(runner) is True and not entry.path.exists()
+    assert entry.discard_incomplete(runner) is False  # nothing left: nothing done
+    e = read_journal(tmp_path / "commands.jsonl")
+    assert [x["argv"] for x in e] == [["rm", "-rf", str(entry.path)]] and "without its completion marker" in e[0]["note"]
+    # a complete entry is kept as it is
+    entry.path.mkdir(parents=True)
+    entry.mark_complete({"k": 1})
+    assert entry.discard_incomplete(runner) is False and entry.complete() and cache.leftovers(cache_root) == []
 
 
 # ---- the target: leftovers released, a killed image never "up to date" -------------------------------
@@ -438,7 +509,7 @@ def test_a_failed_run_resumes_from_its_failed_phase_into_the_same_folder(tmp_pat
     assert any(n["phase"] == "resume" and "aios run --resume (attempt 1): phase 04 failed" in n["argv"][1]
                for n in notes)
     again = _aios("run", "--resume", str(d), env=env)
-    assert again.returncode == 0 and "nothing to resume" in again.stdout
+    assert again.returncode == 2 and "finished, every phase ok (01, 04): nothing to resume" in again.stderr
 
 
 def test_resume_help_names_the_option():

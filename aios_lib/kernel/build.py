@@ -131,12 +131,15 @@ def _build(run, k, cfg: ConfigResult, target: str, gcc: str, chash: str, key: st
         info = entry.info()
         return BuildResult(key, bdir, target, image, True, objects=info.get("objects"), seconds=info.get("seconds"),
                            release=info.get("release"), command=info.get("command", ""))
-    bdir.mkdir(parents=True, exist_ok=True)
-    # the final .config of the config step is this build's input
-    run.runner.write_file(bdir / ".config", cfg.config_path.read_bytes(), note="the final .config")
-    if bdir.exists() and not entry.complete() and (bdir / "Makefile").exists():
+    if not entry.complete() and (bdir / "Makefile").exists():
         run.runner.note(f"kernel build {entry.name}: an interrupted build left {bdir} (no completion marker); "
                         "make continues it and redoes what did not finish")
+    bdir.mkdir(parents=True, exist_ok=True)
+    # the final .config of the config step is this build's input; written only when it differs, so
+    # make does not take a continued build's .config for a new one
+    final = cfg.config_path.read_bytes()
+    if not (bdir / ".config").is_file() or (bdir / ".config").read_bytes() != final:
+        run.runner.write_file(bdir / ".config", final, note="the final .config")
     stats = cache_dir("kernel-stats") / "objects.json"
     prev = _read_stats(stats)
     skey = f"{cfg.source.version}|{cfg.base}|{target}"
