@@ -304,12 +304,19 @@ def test_recover_releases_what_a_killed_phase_left_mounted_and_says_so(tmp_path,
     b = image.start(run)
     for step in (image.validate, image.prepare, image.partition, image.format, image.mount):
         step(run, b)
+    # half-bootstrapped: what debootstrap has unpacked when the power goes
+    (b.spec.root / "debootstrap").mkdir()
+    (b.spec.root / "debootstrap" / "debootstrap.log").write_text("I: Retrieving InRelease\n")
+    (b.spec.root / "usr" / "bin").mkdir(parents=True)
     b.att.stack.items.clear()  # killed: nothing will undo the mounts
     assert _targets_under(b.spec.mount_dir) and _loops(img)
     run2 = open_run(params, run_dir=tmp_path / "run", phase="run")
     found = resume.recover(run2, ledger=tmp_path / "no-ledger.json", scan_cache=False)
     assert len(found) == 1 and "left by an interrupted run" in found[0] and "detached /dev/loop" in found[0]
     assert _targets_under(b.spec.mount_dir) == [] and _loops(img) == []
+    # the half-bootstrapped image is not taken for done: phase 02 builds it again from scratch
+    again = image.start(open_run(params, run_dir=tmp_path / "run", phase="02"))
+    assert image.validate(run2, again).state == "left incomplete by an interrupted build: rebuilt from scratch"
     entries = read_journal(tmp_path / "run" / "commands.jsonl")
     assert any(e["argv"][0] == "umount" and e["note"] == "left mounted by an interrupted run" for e in entries)
     assert entries[-1]["argv"] == ["#", found[0]]
@@ -697,6 +704,63 @@ def test_killed_llama_build_is_finished_by_the_rerun_and_never_used_half_done(tm
     assert any("an interrupted build left" in n and "ninja continues it" in n for n in notes)
     test = subprocess.run([str(entry.path / "bin" / "test-quantize-fns")], capture_output=True, text=True, timeout=600)
     assert test.returncode == 0, test.stdout[-2000:] + test.stderr[-2000:]
+
+
+KBUILD = """
+import sys
+from aios_lib.context import open_run
+from aios_lib.kernel import build as kernel_build, config as kernel_config, source as kernel_source
+from aios_lib.params import load_params
+run = open_run(load_params("parameters/kernel-tiny.yaml"), run_dir=sys.argv[1], plan=False, phase="03")
+cfg = kernel_config.configure(run, kernel_source.source_tree(run))
+print("building", flush=True)
+b = kernel_build.build(run, cfg)
+print("built", b.image, b.cached, b.objects, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_killed_kernel_build_is_continued_by_make_and_never_used_half_done(tmp_path):
+    """The tiny kernel's build (parameters/kernel-tiny.yaml) with its Python SIGKILLed at a random
+    object: the watchdog stops make, the entry has no marker (a leftover make continues), and the
+    rerun keeps every object that was whole (its .cmd written), builds the rest and marks it complete."""
+    real = Path(os.environ.get("AIOS_CACHE") or Path.home() / ".cache" / "synapse")
+    tmp_cache = tmp_path / "cache"
+    tmp_cache.mkdir()
+    (real / "kernel-src").mkdir(parents=True, exist_ok=True)
+    (tmp_cache / "kernel-src").symlink_to(real / "kernel-src")  # the extracted source, not the builds
+    env = {**os.environ, "AIOS_CACHE": str(tmp_cache)}
+    p = subprocess.Popen([sys.executable, "-c", KBUILD, str(tmp_path / "killed")], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    objects = _rng().randint(20, 500)  # of about 1,000
+    end = time.time() + 600
+    while time.time() < end and p.poll() is None:
+        if len(list(tmp_cache.glob("kernel-build/*/**/*.o"))) >= objects:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "the build ended before the kill"
+    p.kill()
+    p.wait()
+    bdir = next(d for d in (tmp_cache / "kernel-build").iterdir() if d.is_dir())
+    assert _wait_gone_in(str(bdir), 20), "the watchdog stopped the make the killed process started"
+    entry = cache.Entry("kernel-build", bdir.name)
+    assert not entry.complete() and not (bdir / "arch/x86/boot/bzImage").exists()
+    lo = {str(x.path): x for x in cache.leftovers(tmp_cache)}
+    assert lo[str(bdir)].what == "incomplete entry" and "make continues" in lo[str(bdir)].action
+    # objects kbuild finished (fixdep wrote their .cmd) must survive; one without is rebuilt
+    whole = {o: o.stat().st_mtime_ns for o in bdir.rglob("*.o") if (o.parent / f".{o.name}.cmd").exists()}
+    assert whole, "the kill came after some objects were whole"
+    again = subprocess.run([sys.executable, "-c", KBUILD, str(tmp_path / "rerun")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=800)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    built = again.stdout.strip().splitlines()[-1].split()
+    assert built[0] == "built" and built[2] == "False" and Path(built[1]).stat().st_size > 500_000
+    assert entry.complete() and entry.info()["release"].endswith("-synapse")
+    kept = [o for o, t in whole.items() if o.exists() and o.stat().st_mtime_ns == t]
+    assert len(kept) >= 0.9 * len(whole), f"{len(whole) - len(kept)} of {len(whole)} whole objects were rebuilt"
+    notes = [e["argv"][1] for e in read_journal(tmp_path / "rerun" / "commands.jsonl") if e["argv"][0] == "#"]
+    assert any("an interrupted build left" in n and "make continues it" in n for n in notes)
 
 
 def _wait_gone_in(path: str, seconds: float) -> bool:
