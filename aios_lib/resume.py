@@ -173,7 +173,10 @@ def recover(run, ledger: Path | None = None, scan_cache: bool = True) -> list[st
     ledger = Path(ledger or live.LEDGER)
     if ledger.exists():
         if r.plan:
-            out.append(f"live host settings of a killed measurement ({ledger}): a real run restores them first")
+            holder = live.ledger_holder(ledger)
+            out.append(f"live host settings: a measurement that is still running (pid {holder}) holds them "
+                       f"({ledger}); left alone" if holder else
+                       f"live host settings of a killed measurement ({ledger}): a real run restores them first")
         else:
             try:
                 changes = live.LiveState(run, ledger=ledger).restore_leftovers()
