@@ -519,6 +519,58 @@ def test_a_failed_run_resumes_from_its_failed_phase_into_the_same_folder(tmp_pat
     assert again.returncode == 2 and "finished, every phase ok (01, 04): nothing to resume" in again.stderr
 
 
+def test_a_run_killed_in_a_phase_resumes_there_and_keeps_the_attempt(tmp_path):
+    """run.json as a kill during phase 04 leaves it (04 ``running``, no end), with a partial
+    notebook and a partial result of 04: the resume sets them aside and runs 04 again."""
+    root = _fake_project(tmp_path, "pass")
+    env = _env(tmp_path, root)
+    r = _aios("run", "01", "--params", str(root / "parameters/p.yaml"), "--quiet", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = next((tmp_path / "out" / "box").iterdir())
+    meta = read_json(d / "run.json")
+    for k in ("finished", "ok"):
+        meta.pop(k)
+    meta["requested"] = ["01", "04"]
+    meta["phases"].append({"phase": "04", "notebook": "04_ai_runtime.ipynb", "status": "running", "seconds": 0.0})
+    write_json(d / "run.json", meta)
+    (d / "04_ai_runtime.ipynb").write_text('{"cells": [')  # papermill's copy, cut by the kill
+    write_json(d / "results.json", {**read_json(d / "results.json"), "04": {"value": -1}})
+    shown = _aios("plan", "--resume", str(d), env=env)
+    assert shown.returncode == 0 and "interrupted during phase 04" in shown.stdout
+    r = _aios("run", "--resume", str(d), "--quiet", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    meta = read_json(d / "run.json")
+    assert [(p["phase"], p["status"]) for p in meta["phases"]] == [("01", "ok"), ("04", "ok")] and meta["ok"]
+    assert meta["resumes"][0]["how_it_ended"] == "interrupted during phase 04"
+    assert read_json(d / "results.json")["04"]["value"] == 42
+    assert read_json(d / "attempts" / "1" / "results.json") == {"04": {"value": -1}}
+    assert (d / "attempts" / "1" / "04_ai_runtime.ipynb").read_text() == '{"cells": ['
+
+
+HOLD = """
+import sys, time
+from aios_lib.core.records import hold_run_folder
+hold_run_folder(sys.argv[1])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_folder_a_process_still_works_in_is_not_claimed(tmp_path):
+    from aios_lib.core.records import claim_run_folder
+
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert p.stdout.readline().strip() == "holding"
+        assert claim_run_folder(tmp_path, wait_s=0.3) is None
+    finally:
+        p.kill()
+        p.wait()
+    claimed = claim_run_folder(tmp_path, wait_s=5)
+    assert claimed is not None
+    claimed.close()
+
+
 def test_resume_help_names_the_option():
     r = _aios("run", "--help")
     text = " ".join(r.stdout.split())  # argparse wraps the help to the terminal's width
