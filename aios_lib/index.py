@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.paths import outputs_dir
-from .core.records import read_json
+from .core.records import folder_in_use, read_json
 
 GIB = 1024**3
 
@@ -123,7 +123,8 @@ def row(meta: dict, root: Path) -> dict[str, Any]:
     results = read_json(d / "results.json") if (d / "results.json").exists() else {}
     hw = machine_facts(results)
     commit, commit_how = _commit(meta, d)
-    outcome = "ok" if meta.get("ok") else ("running" if "finished" not in meta else "failed")
+    outcome = "ok" if meta.get("ok") else "failed" if "finished" in meta else \
+        "running" if folder_in_use(d) else "interrupted"  # killed: `aios run --resume` continues it
     return {"machine": meta.get("machine", "?"), "started": meta.get("started", "?"),
             "mode": "plan" if meta.get("plan") else "run", **{k: hw.get(k) for k in (
                 "cpu", "physical_cores", "logical_cpus", "memory_bytes", "kernel")},
@@ -173,7 +174,7 @@ def render_row(r: dict) -> str:
     phys, logical = r["physical_cores"], r["logical_cpus"]
     cores = f"{phys} / {logical}" if phys or logical else "—"
     mem = r["memory_bytes"]
-    outcome = {"ok": "ok", "failed": "failed", "running": "running"}[r["outcome"]]
+    outcome = r["outcome"]
     return "<tr>" + "".join([
         _td(r["machine"]), _td(r["started"]), _td(r["mode"]), _td(r["cpu"] or "—"),
         _td(cores, sort=logical if logical is not None else -1, title="physical cores / logical CPUs"),

@@ -537,6 +537,9 @@ def test_a_run_killed_in_a_phase_resumes_there_and_keeps_the_attempt(tmp_path):
     write_json(d / "results.json", {**read_json(d / "results.json"), "04": {"value": -1}})
     shown = _aios("plan", "--resume", str(d), env=env)
     assert shown.returncode == 0 and "interrupted during phase 04" in shown.stdout
+    from aios_lib.index import row
+
+    assert row({**meta, "_dir": d}, tmp_path / "out")["outcome"] == "interrupted"  # nobody works in it
     r = _aios("run", "--resume", str(d), "--quiet", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     meta = read_json(d / "run.json")
@@ -557,18 +560,20 @@ time.sleep(60)
 
 
 def test_a_folder_a_process_still_works_in_is_not_claimed(tmp_path):
-    from aios_lib.core.records import claim_run_folder
+    from aios_lib.core.records import claim_run_folder, folder_in_use
 
     p = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert p.stdout.readline().strip() == "holding"
         assert claim_run_folder(tmp_path, wait_s=0.3) is None
+        assert folder_in_use(tmp_path)
     finally:
         p.kill()
         p.wait()
     claimed = claim_run_folder(tmp_path, wait_s=5)
-    assert claimed is not None
+    assert claimed is not None and folder_in_use(tmp_path)  # the claim holds it
     claimed.close()
+    assert not folder_in_use(tmp_path)
 
 
 def test_resume_help_names_the_option():

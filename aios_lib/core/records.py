@@ -76,6 +76,22 @@ def claim_run_folder(run_dir: Path, wait_s: float = 20.0):
             time.sleep(0.5)
 
 
+def folder_in_use(run_dir: Path) -> bool:
+    """Whether a process works in ``run_dir`` now (holds its lock); False for a record made
+    before the lock existed."""
+    path = Path(run_dir) / RUN_LOCK
+    if not path.exists():
+        return False
+    try:
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a read-only copy of the records: nobody runs there
+        return False
+    return False
+
+
 def _default(o: Any):
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
