@@ -397,6 +397,48 @@ def test_recover_restores_live_settings_a_killed_measurement_left(make_run, tmp_
         subprocess.run(["tee", str(THP)], input=found + "\n", text=True, capture_output=True)
 
 
+MEASURE = """
+import sys
+from pathlib import Path
+from aios_lib.context import open_run
+from aios_lib.params import parse_params
+from aios_lib.settings import live
+run = open_run(parse_params({{"schema_version": 1}}, "<t>"), run_dir=sys.argv[1], plan=False, phase="05")
+with live.LiveState(run, settings={{"thp": live.KNOWN["thp"]}}, ledger=Path(sys.argv[2])) as state:
+    state.ensure({{"thp": sys.argv[3]}})
+    print("measuring", flush=True)
+    run.runner.work(["sleep", "{secs}"], note="the measurement")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not THP.exists(), reason="needs root and a kernel with THP")
+def test_a_measurement_killed_with_its_settings_changed_is_put_back_by_the_next_run(make_run, tmp_path):
+    """The benchmark's way of changing the host (LiveState), SIGKILLed at a random point of its
+    measurement: nothing restores the setting then; the next run's recover() does, from the ledger."""
+    from aios_lib.settings import live
+
+    found = live.bracketed(THP.read_text())
+    other = "always" if found != "always" else "never"
+    ledger = tmp_path / "live-restore.json"
+    secs = str(300 + os.getpid() % 83)
+    p = subprocess.Popen([sys.executable, "-c", MEASURE.format(secs=secs), str(tmp_path / "killed"), str(ledger), other],
+                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert p.stdout.readline().strip() == "measuring"
+        assert live.bracketed(THP.read_text()) == other and ledger.exists()
+        time.sleep(_rng().uniform(0, 1))
+        p.kill()
+        p.wait()
+        assert _wait_gone(secs, 15), "the watchdog stopped the measurement's command"
+        assert live.bracketed(THP.read_text()) == other, "a SIGKILLed measurement restores nothing itself"
+        lines = resume.recover(make_run(phase="run"), ledger=ledger, scan_cache=False)
+        assert lines == [f"live host settings a killed measurement left ({ledger}) restored: thp {other} -> {found}"]
+        assert live.bracketed(THP.read_text()) == found and not ledger.exists()
+    finally:
+        p.kill()
+        subprocess.run(["tee", str(THP)], input=found + "\n", text=True, capture_output=True)
+
+
 # ---- the watchdog: nothing keeps running after its Python is killed -------------------------------------
 WATCHED = """
 import sys
