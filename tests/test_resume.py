@@ -424,7 +424,7 @@ def test_a_measurement_killed_with_its_settings_changed_is_put_back_by_the_next_
     p = subprocess.Popen([sys.executable, "-c", MEASURE.format(secs=secs), str(tmp_path / "killed"), str(ledger), other],
                          stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        assert p.stdout.readline().strip() == "measuring"
+        _read_until(p, "measuring")
         assert live.bracketed(THP.read_text()) == other and ledger.exists()
         time.sleep(_rng().uniform(0, 1))
         p.kill()
