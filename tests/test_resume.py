@@ -564,7 +564,9 @@ def test_a_failed_run_resumes_from_its_failed_phase_into_the_same_folder(tmp_pat
 def test_a_run_killed_in_a_phase_resumes_there_and_keeps_the_attempt(tmp_path):
     """run.json as a kill during phase 04 leaves it (04 ``running``, no end), with a partial
     notebook and a partial result of 04: the resume sets them aside and runs 04 again."""
-    root = _fake_project(tmp_path, "pass")
+    # while a phase runs, run.json says so (a kill leaves it that way)
+    root = _fake_project(tmp_path, "from aios_lib.core.records import read_json\n"
+                                   "run.record('seen', read_json(run.dir / 'run.json')['phases'][-1])")
     env = _env(tmp_path, root)
     r = _aios("run", "01", "--params", str(root / "parameters/p.yaml"), "--quiet", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -588,6 +590,8 @@ def test_a_run_killed_in_a_phase_resumes_there_and_keeps_the_attempt(tmp_path):
     assert [(p["phase"], p["status"]) for p in meta["phases"]] == [("01", "ok"), ("04", "ok")] and meta["ok"]
     assert meta["resumes"][0]["how_it_ended"] == "interrupted during phase 04"
     assert read_json(d / "results.json")["04"]["value"] == 42
+    seen = read_json(d / "results.json")["04"]["seen"]
+    assert (seen["phase"], seen["status"]) == ("04", "running") and seen["started"]
     assert read_json(d / "attempts" / "1" / "results.json") == {"04": {"value": -1}}
     assert (d / "attempts" / "1" / "04_ai_runtime.ipynb").read_text() == '{"cells": ['
 
