@@ -771,7 +771,7 @@ print("built", b.bin_dir, b.cached, flush=True)
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_killed_llama_build_is_finished_by_the_rerun_and_never_used_half_done(tmp_path, llama_native):
+def test_killed_llama_build_is_finished_by_the_rerun_and_never_used_half_done(tmp_path, llama_native, monkeypatch):
     """The Python process building llama.cpp is SIGKILLed at a random point of the compile (ccache
     warm from the session's native build): the watchdog stops cmake/ninja and the compilers, the
     entry has no marker, and the rerun continues the build tree, marks it complete, and the
@@ -782,14 +782,15 @@ def test_killed_llama_build_is_finished_by_the_rerun_and_never_used_half_done(tm
     for shared in ("llama-src", "downloads", "ccache"):  # the source and compiler cache, not the builds
         (real / shared).mkdir(parents=True, exist_ok=True)
         (tmp_cache / shared).symlink_to(real / shared)
-    env = {**os.environ, "AIOS_CACHE": str(tmp_cache)}
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_cache))  # cache.Entry here looks where the builds go
+    env = dict(os.environ)
     p = subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path / "killed")], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     build_roots = tmp_cache / "llama-build"
     objects = _rng().randint(1, 60)
     end = time.time() + 600
     while time.time() < end and p.poll() is None:
-        if len(list(build_roots.glob("*/build/**/*.o"))) >= objects:
+        if _count(build_roots, ".o") >= objects:
             break
         time.sleep(0.05)
     assert p.poll() is None, "the build ended before the kill"
@@ -831,7 +832,7 @@ print("built", b.image, b.cached, b.objects, flush=True)
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_killed_kernel_build_is_continued_by_make_and_never_used_half_done(tmp_path):
+def test_killed_kernel_build_is_continued_by_make_and_never_used_half_done(tmp_path, monkeypatch):
     """The tiny kernel's build (parameters/kernel-tiny.yaml) with its Python SIGKILLed at a random
     object: the watchdog stops make, the entry has no marker (a leftover make continues), and the
     rerun keeps every object that was whole (its .cmd written), builds the rest and marks it complete."""
@@ -840,13 +841,14 @@ def test_killed_kernel_build_is_continued_by_make_and_never_used_half_done(tmp_p
     tmp_cache.mkdir()
     (real / "kernel-src").mkdir(parents=True, exist_ok=True)
     (tmp_cache / "kernel-src").symlink_to(real / "kernel-src")  # the extracted source, not the builds
-    env = {**os.environ, "AIOS_CACHE": str(tmp_cache)}
+    monkeypatch.setenv("AIOS_CACHE", str(tmp_cache))  # cache.Entry here looks where the builds go
+    env = dict(os.environ)
     p = subprocess.Popen([sys.executable, "-c", KBUILD, str(tmp_path / "killed")], cwd=ROOT, env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     objects = _rng().randint(20, 500)  # of about 1,000
     end = time.time() + 600
     while time.time() < end and p.poll() is None:
-        if len(list(tmp_cache.glob("kernel-build/*/**/*.o"))) >= objects:
+        if _count(tmp_cache / "kernel-build", ".o") >= objects:
             break
         time.sleep(0.2)
     assert p.poll() is None, "the build ended before the kill"
@@ -871,6 +873,12 @@ def test_killed_kernel_build_is_continued_by_make_and_never_used_half_done(tmp_p
     assert len(kept) >= 0.9 * len(whole), f"{len(whole) - len(kept)} of {len(whole)} whole objects were rebuilt"
     notes = [e["argv"][1] for e in read_journal(tmp_path / "rerun" / "commands.jsonl") if e["argv"][0] == "#"]
     assert any("an interrupted build left" in n and "make continues it" in n for n in notes)
+
+
+def _count(root: Path, suffix: str) -> int:
+    """Files named ``*suffix`` under ``root`` while a build creates and removes folders in it
+    (os.walk skips what vanished; a glob would raise)."""
+    return sum(f.endswith(suffix) for _, _, files in os.walk(root) for f in files)
 
 
 def _wait_gone_in(path: str, seconds: float) -> bool:
