@@ -24,6 +24,7 @@ examples:
   aios plan --params parameters/default.yaml      list every command, change nothing
   aios run --params parameters/default.yaml       survey, build and benchmark this machine
   aios run 02 --params parameters/my-box.yaml     only the base-system phase
+  aios run --resume outputs/my-box/<run-id>       continue an interrupted or failed run where it stopped
   aios check parameters/my-box.yaml               validate a parameter file
   aios model check model.gguf                     check a downloaded GGUF before serving it
   aios bench                                      Synapse vs stock on this machine, the verdict only
@@ -48,11 +49,41 @@ def _phases(values: list[str]) -> list[str] | None:
     return out
 
 
+RESUME_HELP = ("continue the interrupted or failed run in RUN_DIR from its first unfinished phase, into the same "
+               "folder, with the parameters it started with (what a kill left half-done is cleaned or finished "
+               "first); with `aios plan`: only say what a resume would do")
+
+
+def _cmd_resume(args, plan: bool) -> int:
+    from . import resume
+    from .execute import resume_run
+
+    if args.phase or args.label:
+        raise resume.ResumeRefused("--resume continues the phases and parameters RUN_DIR recorded; name no phase "
+                                   "and no --label")
+    if args.params:
+        raise resume.ResumeRefused("--resume uses the parameters RUN_DIR recorded (run.json params_file); leave out "
+                                   "--params")
+    if plan:
+        print("\n".join(resume.preview(args.resume)))
+        return 0
+    outcome = resume_run(args.resume, log_output=not args.quiet)
+    print(f"resumed from phase {outcome.resumed_from}")
+    return _print_outcome(outcome, plan=False)
+
+
 def _cmd_run(args, plan: bool) -> int:
     from .execute import run_phases
 
-    outcome = run_phases(args.params, _phases(args.phase), plan=plan, label=args.label or "",
+    if args.resume:
+        return _cmd_resume(args, plan)
+    outcome = run_phases(args.params or "parameters/default.yaml", _phases(args.phase), plan=plan,
+                         label=args.label or "",
                          log_output=not args.quiet)
+    return _print_outcome(outcome, plan)
+
+
+def _print_outcome(outcome, plan: bool) -> int:
     for p in outcome.phases:
         line = f"{p.phase} {p.notebook or '-'}: {p.status} ({p.seconds:.0f}s)"
         print(line + (f"\n   {p.error}" if p.error else ""))
@@ -265,9 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(verb, help=helptext, description=helptext, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("phase", nargs="*", help="phase numbers (default: the file's `phases` list)")
-        sp.add_argument("--params", "-p", default="parameters/default.yaml", help="parameter file (YAML)")
+        sp.add_argument("--params", "-p", help="parameter file (YAML; default parameters/default.yaml)")
         sp.add_argument("--label", help="appended to the run id, e.g. stock or aios")
         sp.add_argument("--quiet", "-q", action="store_true", help="do not echo cell output while running")
+        sp.add_argument("--resume", metavar="RUN_DIR", help=RESUME_HELP)
     _register_lab(sub)
     sp = sub.add_parser("check", help="validate a parameter file")
     sp.add_argument("file")

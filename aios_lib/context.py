@@ -22,7 +22,7 @@ from typing import Any
 from .core.journal import Journal
 from .core.paths import outputs_dir
 from .core.progress import interactive
-from .core.records import Results, new_run_id
+from .core.records import Results, hold_run_folder, new_run_id
 from .core.result import CommandResult
 from .core.runner import DESTRUCTIVE, PROBE, WORK, Runner, _device_keys
 from .params import Params, load_params
@@ -154,6 +154,7 @@ def open_run(params_file: "str | os.PathLike | Params" = "parameters/default.yam
     else:  # a template opened directly: a scratch record that git ignores and the index skips
         d = outputs_dir() / SCRATCH / params.machine_name() / new_run_id(plan, "template")
     d.mkdir(parents=True, exist_ok=True)
+    hold_run_folder(d)  # `aios run --resume` waits for every process working in the folder, and its commands
     journal = Journal(d / "commands.jsonl")
     runner = Runner(journal=journal, plan=plan, confirmed_devices=confirmations(params), phase=phase)
     run = Run(params=params, runner=runner, dir=d, phase=phase, results=Results(d / "results.json"),

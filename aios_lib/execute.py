@@ -2,7 +2,8 @@
 
 Stops at the first failing notebook, names the failing cell, keeps the partial notebook, and
 renders every executed notebook to HTML (linking one stylesheet per outputs/ folder). ``run.json``
-says what ran and how it ended.
+says what was asked for, what ran and how it ended: a phase is ``running`` from its start, so a
+killed run shows where it stopped, and :func:`resume_run` continues it from there.
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ from .core.records import new_run_id, read_json, run_dir_for, write_json
 class PhaseOutcome:
     phase: str
     notebook: str
-    status: str  # ok | failed | missing
+    status: str  # running (until it ends; a killed run leaves it) | ok | failed | missing
     seconds: float
     error: str | None = None
     html: str | None = None
+    started: str | None = None
 
 
 @dataclass
@@ -37,6 +39,8 @@ class RunOutcome:
     run_dir: Path
     plan: bool
     phases: list[PhaseOutcome] = field(default_factory=list)
+    #: the phase a resumed run started from (None: a new run, or nothing was left to resume)
+    resumed_from: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -159,18 +163,114 @@ def _environment(**values: str):
 
 def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, plan: bool = False,
                label: str = "", kernel_name: str = "synapse", log_output: bool = True) -> RunOutcome:
-    import papermill as pm
+    """Run ``phases`` (default: the parameters' list) into a new run folder, in order, stopping at
+    the first failure. What a killed earlier run left is put back first (:func:`aios_lib.resume.recover`)."""
+    from .core.records import hold_run_folder
 
     params: Params = load_params(params_file)
     wanted = phases or params.phases
-    missing = [p for p in wanted if not notebook_for(p)]
     run_id = new_run_id(plan, label)
     run_dir = run_dir_for(params.machine_name(), run_id)
-    outcome = RunOutcome(run_dir=run_dir, plan=plan)
+    hold_run_folder(run_dir)
     meta = {"run_id": run_id, "machine": params.machine_name(), "plan": plan,
             "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "phases": [], **synapse_commit(run_dir)}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "requested": list(wanted), "phases": [],
+            **synapse_commit(run_dir)}
     write_json(run_dir / "run.json", meta)
+    found = _recover(params, run_dir, plan)
+    if found:
+        meta["leftovers"] = found
+    return _run_loop(params, run_dir, meta, wanted, [], plan, kernel_name, log_output)
+
+
+def resume_run(run_dir: str | os.PathLike, kernel_name: str = "synapse", log_output: bool = True,
+               wait_s: float = 20.0) -> RunOutcome:
+    """``aios run --resume``: continue the run in ``run_dir`` from its first unfinished phase, into
+    the same folder, with the parameters it started with.
+
+    The phases that finished stay as they are (notebooks, HTML, results). The unfinished phase's
+    partial notebook and its results move to ``attempts/<n>/`` (the journal keeps everything), the
+    leftovers of the kill are put back, and the phase runs again from its start: its steps find
+    what is done in the cache or on the target and clean or finish what was left half-done."""
+    from . import resume
+    from .core.records import claim_run_folder, hold_run_folder
+
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "run.json")
+    if not meta:
+        raise resume.ResumeRefused(f"{run_dir}: no run.json here; name a run folder, outputs/<machine>/<run-id>")
+    resume.plan_resume(run_dir)  # refuses a plan record or a finished run before reading its parameters
+    params = resume.recorded_params(run_dir, meta)
+    rp = resume.plan_resume(run_dir, params.model_dump(mode="json"))  # and other parameters
+    claimed = claim_run_folder(run_dir, wait_s)
+    if claimed is None:
+        raise resume.ResumeRefused(f"{run_dir}: a process still works in this run folder (the run is still going, or "
+                                   "what a killed run started has not stopped yet); wait for it, then resume")
+    hold_run_folder(run_dir, claimed)
+    _set_aside(run_dir, rp)
+    meta["phases"] = [p for p in meta.get("phases") or [] if p.get("phase") in rp.done]
+    for k in ("finished", "ok"):
+        meta.pop(k, None)
+    meta["requested"] = rp.requested
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "attempt": rp.attempt, "how_it_ended": rp.how_it_ended,
+             "kept": rp.done, "from": rp.todo[0], "set_aside": f"attempts/{rp.attempt}", **synapse_commit(run_dir)}
+    meta.setdefault("resumes", []).append(entry)
+    write_json(run_dir / "run.json", meta)
+    from .context import open_run
+
+    run = open_run(params, run_dir=run_dir, plan=False, phase="resume")
+    run.runner.note(f"aios run --resume (attempt {rp.attempt}): {rp.how_it_ended}; phases "
+                    f"{', '.join(rp.done) or 'none'} kept, {', '.join(rp.todo)} run again from {rp.todo[0]}; the "
+                    f"partial notebook and results of the unfinished phase are in attempts/{rp.attempt}/")
+    entry["leftovers"] = _recover(params, run_dir, False, run=run)
+    write_json(run_dir / "run.json", meta)
+    kept = [PhaseOutcome(**_known(p)) for p in meta["phases"]]
+    out = _run_loop(params, run_dir, meta, rp.todo, kept, False, kernel_name, log_output)
+    out.resumed_from = rp.todo[0]
+    return out
+
+
+def _known(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k in PhaseOutcome.__dataclass_fields__}
+
+
+def _recover(params: Params, run_dir: Path, plan: bool, run=None) -> list[str]:
+    """What a killed earlier run left, put back before the first phase (journaled, phase "run")."""
+    from .context import open_run
+    from .resume import recover
+
+    run = run or open_run(params, run_dir=run_dir, plan=plan, phase="run")
+    return recover(run)
+
+
+def _set_aside(run_dir: Path, rp) -> None:
+    """Move the unfinished phases' notebooks, HTML and results.json sections to
+    ``attempts/<n>/``: the phase starts afresh, the record of the attempt is kept."""
+    dest = run_dir / "attempts" / str(rp.attempt)
+    results = read_json(run_dir / "results.json") or {}
+    moved = {ph: results.pop(ph) for ph in rp.todo if ph in results}
+    files = [f for ph in rp.todo for f in sorted(run_dir.glob(f"{ph}_*")) if f.suffix in (".ipynb", ".html")]
+    if not (moved or files):
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        os.replace(f, dest / f.name)
+    if moved:
+        write_json(dest / "results.json", moved)
+        write_json(run_dir / "results.json", results)
+
+
+def _run_loop(params: Params, run_dir: Path, meta: dict, wanted: list[str], kept: list[PhaseOutcome], plan: bool,
+              kernel_name: str, log_output: bool) -> RunOutcome:
+    import papermill as pm
+
+    missing = [p for p in wanted if not notebook_for(p)]
+    outcome = RunOutcome(run_dir=run_dir, plan=plan, phases=list(kept))
+
+    def save(extra: list[dict] = ()) -> None:
+        meta["phases"] = [p.__dict__ for p in outcome.phases] + list(extra)
+        write_json(run_dir / "run.json", meta)
+
     for phase in wanted:
         nb = notebook_for(phase)
         if nb is None:
@@ -178,6 +278,9 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
             continue
         out = run_dir / nb.name
         t0 = time.time()
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        # written before the phase starts: a run killed in this phase says so, and a resume starts here
+        save([PhaseOutcome(phase, nb.name, "running", 0.0, started=started).__dict__])
         status, error = "ok", None
         try:
             with _environment(**{HEADLESS_ENV: "1"}):
@@ -198,15 +301,14 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
                 html = str(render_html(out))
             except Exception as exc:  # a rendering problem must not hide the run's own outcome
                 error = (error or "") + f" (HTML rendering failed: {exc})"
-        outcome.phases.append(PhaseOutcome(phase, nb.name, status, round(time.time() - t0, 1), error, html))
-        meta["phases"] = [p.__dict__ for p in outcome.phases]
-        write_json(run_dir / "run.json", meta)
+        outcome.phases.append(PhaseOutcome(phase, nb.name, status, round(time.time() - t0, 1), error, html,
+                                           started=started))
+        save()
         if status != "ok":
             break
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     meta["ok"] = outcome.ok and not missing
-    meta["phases"] = [p.__dict__ for p in outcome.phases]
-    write_json(run_dir / "run.json", meta)
+    save()
     from .index import write_index
 
     write_index()

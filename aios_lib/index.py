@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.paths import outputs_dir
-from .core.records import read_json
+from .core.records import folder_in_use, read_json
 
 GIB = 1024**3
 
@@ -45,6 +45,8 @@ def _mode(meta: dict) -> str:
 # ---- what one row shows -----------------------------------------------------------------------
 def _duration_s(meta: dict) -> float | None:
     try:
+        if meta.get("resumes"):  # the pause before a resume is not the run's time: its phases' is
+            raise KeyError("resumed")
         return (datetime.fromisoformat(meta["finished"]) - datetime.fromisoformat(meta["started"])).total_seconds()
     except (KeyError, TypeError, ValueError):
         secs = [p.get("seconds") for p in meta.get("phases", []) if isinstance(p.get("seconds"), (int, float))]
@@ -133,7 +135,8 @@ def row(meta: dict, root: Path) -> dict[str, Any]:
     results = read_json(d / "results.json") if (d / "results.json").exists() else {}
     hw = machine_facts(results)
     commit, commit_how = _commit(meta, d)
-    outcome = meta.get("outcome") or ("ok" if meta.get("ok") else ("running" if "finished" not in meta else "failed"))
+    outcome = meta.get("outcome") or ("ok" if meta.get("ok") else "failed" if "finished" in meta else
+                                      "running" if folder_in_use(d) else "interrupted")  # killed: --resume continues it
     if meta.get("session") and "finished" not in meta:
         outcome += " (session open)"
     return {"machine": meta.get("machine", "?"), "started": meta.get("started", "?"),

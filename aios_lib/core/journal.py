@@ -50,11 +50,33 @@ class Journal:
         return entry
 
 
+    def repair(self) -> bool:
+        """End a last line that a killed process left half-written (no newline), so the next entry
+        starts on a line of its own; True when one was ended. :func:`read_journal` skips it."""
+        if not (self.path and self.path.exists() and self.path.stat().st_size):
+            return False
+        with self._lock, self.path.open("rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) == b"\n":
+                return False
+            f.write(b"\n")
+            return True
+
+
 def read_journal(path: str | Path) -> list[dict]:
+    """The entries of a journal; a line that is not whole JSON (a process killed while writing
+    it) is skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 def iter_planned(entries: list[dict]) -> Iterator[dict]:

@@ -7,6 +7,7 @@ ran, with which parameters, and how it ended). Reports read these files, never t
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import time
@@ -26,6 +27,69 @@ def run_dir_for(machine: str, run_id: str) -> Path:
     d = outputs_dir() / machine / run_id
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+#: the lock file of a run folder: held (shared) by every process that works in the folder
+RUN_LOCK = ".aios-run.lock"
+_FOLDER_LOCK: dict[str, Any] = {}
+
+
+def hold_run_folder(run_dir: Path, claimed=None) -> None:
+    """Mark this process as working in ``run_dir`` until it exits: a shared lock that the runner's
+    commands inherit, so it is held until the last of them has stopped. ``aios run --resume``
+    refuses a folder some process still works in. One folder per process: holding another
+    releases the previous one. ``claimed``: the file :func:`claim_run_folder` returned (its
+    exclusive lock becomes this shared one)."""
+    from .cache import _HELD
+
+    key = str(Path(run_dir).resolve())
+    if _FOLDER_LOCK.get("dir") == key and claimed is None:
+        return
+    old = _FOLDER_LOCK.pop("file", None)
+    _FOLDER_LOCK.pop("dir", None)
+    if old is not None:
+        _HELD.discard(old.fileno())
+        old.close()
+    try:
+        f = claimed or open(Path(run_dir) / RUN_LOCK, "a")
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # a resume claims it for a moment, or the folder is read-only: nothing to hold
+        return
+    _FOLDER_LOCK.update(dir=key, file=f)
+    _HELD.add(f.fileno())
+
+
+def claim_run_folder(run_dir: Path, wait_s: float = 20.0):
+    """An open file holding the exclusive lock of ``run_dir`` (None when a process still works
+    in it after ``wait_s`` seconds: the run is alive, or what a kill left is still stopping).
+    The caller turns it into a shared hold (``fcntl.flock(f, LOCK_SH)``) before starting phases."""
+    f = open(Path(run_dir) / RUN_LOCK, "a")
+    end = time.time() + wait_s
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.time() >= end:
+                f.close()
+                return None
+            time.sleep(0.5)
+
+
+def folder_in_use(run_dir: Path) -> bool:
+    """Whether a process works in ``run_dir`` now (holds its lock); False for a record made
+    before the lock existed."""
+    path = Path(run_dir) / RUN_LOCK
+    if not path.exists():
+        return False
+    try:
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a read-only copy of the records: nobody runs there
+        return False
+    return False
 
 
 def _default(o: Any):

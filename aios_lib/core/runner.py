@@ -8,7 +8,10 @@ Every process Synapse starts goes through :class:`Runner`. It
 * streams output while it runs and shows progress on long commands;
 * in plan mode records changing commands as planned and runs none of them
   (read-only probes still run, so the plan is computed from real facts);
-* refuses a destructive command unless the parameters confirm that exact device.
+* refuses a destructive command unless the parameters confirm that exact device;
+* stops what it started when this process dies, even by SIGKILL (:class:`_Watchdog`), and lets
+  the commands hold the build-cache locks this process holds, so a rerun never builds beside an
+  orphan of a killed run.
 
 File writes that change a system go through :meth:`Runner.write_file` for the same reasons.
 """
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from .cache import held_lock_fds
 from .journal import Journal
 from .progress import ProgressSink, make_sink
 from .result import CommandFailed, CommandResult, DestructiveRefused
@@ -153,7 +157,18 @@ class Runner:
             result = _not_found(argv, kind, started, e, cwd, note=note or "background")
             self._record(result)
             raise CommandFailed(result) from None
+        _WATCHDOG.watch(proc.pid)
         return Background(self, argv, kind, proc, started, cwd, note)
+
+    # ---- observations -------------------------------------------------------------------
+    def note(self, text: str) -> CommandResult:
+        """Journal a decision that runs no command (what a rerun found and does about it):
+        an entry ``# text``, a probe with exit code 0, in plan mode too."""
+        result = CommandResult(["#", text], PROBE, 0, "", "", time.time(), 0.0, note="observation")
+        self._record(result)
+        if not self.plan:
+            self._say(f"# {text}")
+        return result
 
     # ---- files ----------------------------------------------------------------------
     def write_file(self, path: str | os.PathLike, content: str | bytes, mode: int | None = None,
@@ -208,9 +223,19 @@ class Runner:
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True,
+                # the cache locks this process holds: should it die, the lock stays held until the
+                # command has stopped too, so no rerun builds into the same folder beside it
+                pass_fds=held_lock_fds(),
             )
         except FileNotFoundError as e:
             return _not_found(argv, kind, started, e, cwd)
+        _WATCHDOG.watch(proc.pid)
+        try:
+            return self._wait(proc, argv, kind, cwd, timeout, input, progress, sink, started)
+        finally:
+            _WATCHDOG.forget(proc.pid)
+
+    def _wait(self, proc, argv, kind, cwd, timeout, input, progress, sink, started) -> CommandResult:
         out_chunks: list[str] = []
         err_chunks: list[str] = []
         state = {"last": "", "frac": None}
@@ -294,6 +319,70 @@ class Runner:
         return [r for r in self.history if r.planned]
 
 
+class _Watchdog:
+    """One small process per Python process that started commands: it learns the process group of
+    every command (each runs in a session of its own) and, when this process is gone (normal exit,
+    exception, SIGKILL: its end of the pipe closes), stops the groups still running: SIGTERM, then
+    SIGKILL after a grace period. Without it a killed ``aios run`` would leave a build, a
+    quantisation or a server running, and a rerun would work beside it."""
+
+    CODE = (
+        "import os, signal, sys, time\n"
+        "groups = set()\n"
+        "for line in sys.stdin:\n"
+        "    op, _, pid = line.strip().partition(' ')\n"
+        "    if pid.isdigit():\n"
+        "        (groups.add if op == '+' else groups.discard)(int(pid))\n"
+        "def send(g, sig):\n"
+        "    try:\n"
+        "        os.killpg(g, sig)\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "live = [g for g in groups if send(g, signal.SIGTERM)]\n"
+        "end = time.time() + float(sys.argv[1])\n"
+        "while live and time.time() < end:\n"
+        "    time.sleep(0.1)\n"
+        "    live = [g for g in live if send(g, 0)]\n"
+        "for g in live:\n"
+        "    send(g, signal.SIGKILL)\n"
+    )
+    #: seconds between SIGTERM and SIGKILL when the parent is gone
+    GRACE = 3.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._owner = 0
+
+    def _pipe(self):
+        if self._proc is None or self._owner != os.getpid() or self._proc.poll() is not None:
+            import sys
+
+            self._proc = subprocess.Popen([sys.executable, "-c", self.CODE, str(self.GRACE)], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True, text=True, bufsize=1)
+            self._owner = os.getpid()
+        return self._proc.stdin
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            try:
+                pipe = self._pipe()
+                pipe.write(line + "\n")
+                pipe.flush()
+            except (OSError, ValueError):  # no watchdog (it was killed with us): the command still runs
+                self._proc = None
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+ {pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"- {pgid}")
+
+
+_WATCHDOG = _Watchdog()
+
 _LIVE: "set[Background]" = set()
 
 
@@ -340,6 +429,7 @@ class Background:
         for t in self._threads:
             t.join(timeout=5)
         _LIVE.discard(self)
+        _WATCHDOG.forget(proc.pid)
         rc = proc.returncode
         self.result = CommandResult(self.argv, self.kind, rc, "".join(self._out), "".join(self._err),
                                     self.started, time.time() - self.started, timed_out=killed,

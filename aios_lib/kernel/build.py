@@ -96,6 +96,14 @@ def compiler_version(run) -> str:
     return gather(run.runner, toolchain.full_version("gcc"))
 
 
+def _read_stats(path: Path) -> dict:
+    """Objects counted by earlier builds ({} when there is no readable file)."""
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
     """Build the configured kernel; cached by source + final .config + compiler + target."""
     k = run.params.kernel
@@ -113,15 +121,27 @@ def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
     if cfg.planned or run.plan:
         r = run.runner.work(argv, note="build (planned)")
         return BuildResult(key, bdir, target, image, False, planned=True, command=r.cmdline)
+    with entry.lock():  # two sessions never build into one folder at once
+        return _build(run, k, cfg, target, gcc, chash, key, entry, bdir, image, argv)
+
+
+def _build(run, k, cfg: ConfigResult, target: str, gcc: str, chash: str, key: str, entry, bdir: Path, image: Path,
+           argv: list[str]) -> BuildResult:
     if entry.complete() and image.exists():
         info = entry.info()
         return BuildResult(key, bdir, target, image, True, objects=info.get("objects"), seconds=info.get("seconds"),
                            release=info.get("release"), command=info.get("command", ""))
+    if not entry.complete() and (bdir / "Makefile").exists():
+        run.runner.note(f"kernel build {entry.name}: an interrupted build left {bdir} (no completion marker); "
+                        "make continues it and redoes what did not finish")
     bdir.mkdir(parents=True, exist_ok=True)
-    # the final .config of the config step is this build's input
-    run.runner.write_file(bdir / ".config", cfg.config_path.read_bytes(), note="the final .config")
+    # the final .config of the config step is this build's input; written only when it differs, so
+    # make does not take a continued build's .config for a new one
+    final = cfg.config_path.read_bytes()
+    if not (bdir / ".config").is_file() or (bdir / ".config").read_bytes() != final:
+        run.runner.write_file(bdir / ".config", final, note="the final .config")
     stats = cache_dir("kernel-stats") / "objects.json"
-    prev = json.loads(stats.read_text()) if stats.exists() else {}
+    prev = _read_stats(stats)
     skey = f"{cfg.source.version}|{cfg.base}|{target}"
     progress = KbuildProgress(estimate_objects(cfg.final_config, prev.get(skey)))
     t0 = time.time()
@@ -130,7 +150,9 @@ def build(run, cfg: ConfigResult, target: str | None = None) -> BuildResult:
     rel = gather(run.runner, kernel_tree.kernelrelease(
         _make(cfg.source, bdir, "-s", "kernelrelease", extra=[f"LOCALVERSION={k.localversion}"])))
     prev[skey] = progress.objects
-    stats.write_text(json.dumps(prev, indent=1))
+    tmp = stats.with_name(stats.name + ".tmp")
+    tmp.write_text(json.dumps(prev, indent=1))
+    tmp.replace(stats)
     info = {"objects": progress.objects, "seconds": round(seconds, 1), "release": rel, "command": r.cmdline,
             "gcc": gcc, "config_hash": chash, "source": cfg.source.key}
     entry.mark_complete(info)

@@ -62,29 +62,31 @@ def source_tree(run) -> KernelSource:
         entry = cache.Entry("kernel-src", key)
         top = entry.path
         src = KernelSource("debian-package", k.version, key, top / pkg, planned=run.plan)
-        if not src.ready:
-            if not run.plan:
-                entry.discard_incomplete()  # a half-extracted tree of an interrupted run
-                top.mkdir(parents=True, exist_ok=True)
-            r = runner.work(["tar", "-xf", str(tarball), "-C", str(top)], note="extract once into the cache",
-                            timeout=1800)
-            src.commands.append(r.cmdline)
-            if not r.planned:
-                entry.mark_complete({"package": pkg, "version": pv})
+        with entry.lock(run.plan):
+            if not src.ready:
+                if not run.plan:
+                    entry.discard_incomplete(runner)  # a half-extracted tree of an interrupted run
+                    top.mkdir(parents=True, exist_ok=True)
+                r = runner.work(["tar", "-xf", str(tarball), "-C", str(top)], note="extract once into the cache",
+                                timeout=1800)
+                src.commands.append(r.cmdline)
+                if not r.planned:
+                    entry.mark_complete({"package": pkg, "version": pv})
     elif k.source == "git":
         key = f"git-{k.git_ref}"
         entry = cache.Entry("kernel-src", key)
         top = entry.path
         src = KernelSource("git", k.version, key, top / "linux", planned=run.plan)
-        if not src.ready:
-            if not run.plan:
-                entry.discard_incomplete()  # a half-cloned tree of an interrupted run
-                top.mkdir(parents=True, exist_ok=True)
-            r = runner.work(["git", "clone", "--depth=1", "--branch", k.git_ref, k.git_url, str(src.tree)],
-                            timeout=3600, note="a stable tag, shallow")
-            src.commands.append(r.cmdline)
-            if not r.planned:
-                entry.mark_complete({"git_ref": k.git_ref})
+        with entry.lock(run.plan):
+            if not src.ready:
+                if not run.plan:
+                    entry.discard_incomplete(runner)  # a half-cloned tree of an interrupted run
+                    top.mkdir(parents=True, exist_ok=True)
+                r = runner.work(["git", "clone", "--depth=1", "--branch", k.git_ref, k.git_url, str(src.tree)],
+                                timeout=3600, note="a stable tag, shallow")
+                src.commands.append(r.cmdline)
+                if not r.planned:
+                    entry.mark_complete({"git_ref": k.git_ref})
     else:  # linux-tkg: Arch's makepkg flow; planned and documented, not run here
         top = cache.Entry("kernel-src", "linux-tkg").path
         src = KernelSource("linux-tkg", k.version, "linux-tkg", top / "linux-tkg", planned=True)

@@ -57,8 +57,10 @@ def initramfs(run) -> Path:
     run.runner.work(["install", "-m", "0755", BUSYBOX, str(stage / "bin/busybox")])
     run.runner.write_file(stage / "init", INIT, mode=0o755, note="initramfs /init")
     files = [".", "bin", "bin/busybox", "dev", "proc", "sys", "init"]
-    run.runner.work(["cpio", "-o", "-H", "newc", "-R", "0:0", "-O", str(out)], cwd=str(stage),
+    part = out.with_name(out.name + ".part")  # renamed when whole: a killed cpio leaves no initramfs
+    run.runner.work(["cpio", "-o", "-H", "newc", "-R", "0:0", "-O", str(part)], cwd=str(stage),
                     input="\n".join(files) + "\n", note="pack the initramfs")
+    run.runner.work(["mv", str(part), str(out)], quiet=True)
     return out
 
 

@@ -185,6 +185,14 @@ def _fetch_source(run) -> Path:
         sdist = files[-1]
         got = cache.file_sha256(sdist)
         if sp.sha256 and got != sp.sha256:
+            # a download cut off by a killed run: fetch it once more before refusing
+            r.work(["rm", "-f", str(sdist)], note=f"sha256 {got[:16]}... is not the pinned one: a partial or damaged "
+                                                   "download, fetched again")
+            r.work([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                    "--disable-pip-version-check", f"llama-cpp-python=={sp.version}", "-d", str(dl)],
+                   note="llama.cpp source: the llama-cpp-python sdist, again", timeout=1800)
+            got = cache.file_sha256(sdist) if sdist.exists() else "missing"
+        if sp.sha256 and got != sp.sha256:
             raise RuntimeError(f"{sdist}: sha256 {got} is not the pinned {sp.sha256}; delete the file and retry, "
                                "or set runtime.llama.source.sha256 if you changed the version on purpose")
         r.work(["rm", "-rf", str(dest)], note="clear a half-extracted tree")
@@ -204,7 +212,9 @@ def _fetch_source(run) -> Path:
     if not (dest / "CMakeLists.txt").exists():
         raise RuntimeError(f"{dest}: no CMakeLists.txt after fetching the source; delete {dest.parent} and retry")
     info.update(tree_version(dest))
-    marker.write_text(json.dumps(info, indent=2))
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(marker)  # last, and whole: only a finished tree has it
     return dest
 
 
@@ -359,7 +369,10 @@ def _build(run, label, native, options, compiler, source, src, key, entry, targe
     env = _ccache_env(root)
     t0 = time.time()
     if not run.plan:
-        entry.discard_incomplete()  # a bin folder an interrupted run left half-copied
+        if dest.exists() and not entry.complete() and (bdir / "CMakeCache.txt").exists():
+            r.note(f"llama.cpp {label} build {key}: an interrupted build left {bdir} (no completion marker in "
+                   f"{dest}); ninja continues it, redoing every step that did not finish")
+        entry.discard_incomplete(r)  # a bin folder an interrupted run left half-copied
         root.mkdir(parents=True, exist_ok=True)
         dest.mkdir(parents=True, exist_ok=True)
     _prepare_tree(run, src, tree, pinfo)

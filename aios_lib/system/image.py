@@ -182,6 +182,8 @@ def validate(run, b: Build) -> Validation:
             state = "up to date (a rerun skips the build)"
         elif p.system.use_image_cache and target.cached_image(CACHE_KIND, key):
             state = "in the verified cache (copied, not rebuilt)"
+        elif m.get("key") == key:
+            state = "left incomplete by an interrupted build: rebuilt from scratch"
         elif m:
             state = "stale or incomplete: rebuilt from scratch"
         else:
@@ -221,7 +223,9 @@ def prepare(run, b: Build, force: bool = False) -> StepResult:
                                   masked=info.get("masked"))
             return "; ".join(notes + [f"copied the verified image {key}/{cached.name} from the cache: "
                                       "build steps skipped"]), None
-        what = "rebuilt from scratch (inputs changed or last build incomplete)" if m else "built from scratch"
+        what = ("rebuilt from scratch (an interrupted build of the same inputs left it incomplete)"
+                if m.get("key") == key else
+                "rebuilt from scratch (inputs changed or last build incomplete)" if m else "built from scratch")
         return "; ".join(notes + [f"{spec.image} will be {what}"]), None
 
     return _step(run, b, "prepare", go)
@@ -234,9 +238,11 @@ def partition(run, b: Build) -> StepResult:
     def go():
         if spec.image:
             runner.change(["mkdir", "-p", str(spec.image.parent)], quiet=True)
+            # the manifest says "incomplete" before the first byte changes: a run killed from here on
+            # leaves an image that no rerun takes for up to date
+            target.write_manifest(runner, spec, key=b.validation.key if b.validation else None, complete=False)
             _destroy(run, b, ["truncate", "-s", "0", str(spec.image)], note="start from an empty file")
             _destroy(run, b, ["truncate", "-s", run.params.target.image_size, str(spec.image)])
-            target.write_manifest(runner, spec, key=b.validation.key if b.validation else None, complete=False)
             _destroy(run, b, spec.layout.parted_argv(str(spec.image)))
         else:
             dev = spec.device

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import bootloader, sysconfig
-from .disk import Devices, Layout, MountStack, mount_dir_for, partition_path, vfat_available
+from .disk import Devices, Layout, MountStack, mount_dir_for, partition_path, release_stale, vfat_available
 from ..core import cache
 from ..core.paths import resolve_in_project
 from ..core.runner import Runner
@@ -139,6 +139,8 @@ def mounted(runner: Runner, spec: TargetSpec, esp: bool = True, write_back: bool
     """
     if spec.image and not spec.image.exists() and not runner.plan:
         raise FileNotFoundError(f"{spec.image} does not exist: build it first (phase 02)")
+    # what a killed run left mounted or attached goes first (mounting over it would stack mounts)
+    release_stale(runner, str(spec.image) if spec.image else None, spec.mount_dir)
     att = Attached(spec)
     try:
         d = attach(runner, att)
@@ -219,8 +221,15 @@ def cached_info(kind: str, key: str) -> dict:
 
 
 def restore_image(runner: Runner, spec: TargetSpec, cached: Path, note: str) -> None:
-    """Copy a cached image to the target's image file (sparse; a destructive write of the target)."""
+    """Copy a cached image to the target's image file (sparse; a destructive write of the target).
+
+    The image's manifests go first: until the caller writes the new one, nothing says the file is
+    whole, so a copy cut off by a kill is never taken for a finished image."""
     runner.change(["mkdir", "-p", str(spec.image.parent)], quiet=True)
+    stale = sorted(str(m) for m in (spec.image.parent.iterdir() if spec.image.parent.is_dir() else [])
+                   if m.name.startswith(spec.image.name + ".synapse") and m.name.endswith(".json"))
+    if stale:
+        runner.change(["rm", "-f", *stale], note="the image is about to be replaced: its manifests no longer describe it")
     runner.destructive(["cp", "--sparse=always", str(cached), str(spec.image)], device=spec.what, note=note)
 
 
