@@ -51,3 +51,11 @@ class Section(BaseModel):
             if isinstance(value, Section):
                 out += value.field_warnings(f"{prefix}{name}.")
         return out
+
+
+def refuse(problems) -> None:
+    """Raise one ValueError listing every problem (``None`` entries are no problem): a validator's
+    refusal names all that is wrong at once, each on its own line."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("\n".join(found))

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Section
+from .base import Section, refuse
 from .types import PositiveSize
 
 #: Blueprint 5.1's "typical desktop bloat" (absent on a minbase Debian, masked anyway so a later
@@ -73,9 +73,7 @@ class Service(Section):
     def _unit_names(cls, v: list[str]) -> list[str]:
         from .systemd_values import unit_name
 
-        problems = [p for u in v if (p := unit_name(u))]
-        if problems:
-            raise ValueError("\n".join(problems))
+        refuse(unit_name(u) for u in v)
         return v
 
     @field_validator("user")
@@ -91,9 +89,7 @@ class Service(Section):
     def _listen_address(cls, v: str) -> str:
         from .systemd_values import listen_address
 
-        problem = listen_address(v)
-        if problem:
-            raise ValueError(problem)
+        refuse([listen_address(v)])
         return v
 
     @field_validator("allow_networks")
@@ -114,9 +110,7 @@ class Service(Section):
     def _absolute(cls, v: str) -> str:
         from .systemd_values import absolute_path
 
-        problem = absolute_path(v)
-        if problem:
-            raise ValueError(problem)
+        refuse([absolute_path(v)])
         return v
 
     @field_validator("extra_args")
@@ -124,9 +118,7 @@ class Service(Section):
     def _one_line_args(cls, v: list[str]) -> list[str]:
         from .systemd_values import unit_value
 
-        problems = [p for a in v if (p := unit_value(a))]
-        if problems:
-            raise ValueError("\n".join(problems))
+        refuse(unit_value(a) for a in v)
         return v
 
     @field_validator("threads")

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from .base import Section
+from .base import Section, refuse
 from .types import KernelCmdline, MountOptions
 
 #: the blueprint's section 1.2 and 5.1 units, plus Debian's periodic jobs that wake an idle box.
@@ -80,9 +80,7 @@ class BaseSystem(Section):
         bad = [k for k in v if not re.fullmatch(r"[a-z0-9_]+(\.[a-zA-Z0-9_*/-]+)+", k)]
         if bad:
             raise ValueError(f"not sysctl names: {bad}; use dotted names such as vm.swappiness")
-        problems = [p for k, x in v.items() if (p := sysctl_names.check(k, x))]
-        if problems:
-            raise ValueError("\n".join(problems))
+        refuse(sysctl_names.check(k, x) for k, x in v.items())
         return v
 
     @field_validator("journald")
@@ -90,9 +88,7 @@ class BaseSystem(Section):
     def _journald_options(cls, v: dict) -> dict:
         from .systemd_values import journald_option
 
-        problems = [p for k, x in v.items() if (p := journald_option(k, x))]
-        if problems:
-            raise ValueError("\n".join(problems))
+        refuse(journald_option(k, x) for k, x in v.items())
         return v
 
     @field_validator("mask_units")
@@ -100,9 +96,7 @@ class BaseSystem(Section):
     def _unit_names(cls, v: list[str]) -> list[str]:
         from .systemd_values import unit_name
 
-        problems = [p for u in v if (p := unit_name(u))]
-        if problems:
-            raise ValueError("\n".join(problems))
+        refuse(unit_name(u) for u in v)
         return v
 
     @field_validator("default_target")
@@ -110,9 +104,7 @@ class BaseSystem(Section):
     def _a_target(cls, v: str) -> str:
         from .systemd_values import unit_name
 
-        problem = unit_name(v, kind="target")
-        if problem:
-            raise ValueError(problem)
+        refuse([unit_name(v, kind="target")])
         return v
 
     @field_validator("autologin_tty")
