@@ -5,9 +5,9 @@ and the host's own run folder (``outputs/<host>/<run-id>/results.json``): hardwa
 01's survey, the configuration phase 05 chose, its stock-vs-Synapse verdict and the served
 generation rate (mean over the served rounds, with a 95% CI).
 
-An **outlier** is a host whose served rate lies more than its own CI away from the rest of the
-group on the same hardware (same CPU model and core count): the group's median is outside the
-host's CI. A host alone on its hardware cannot be an outlier.
+An **outlier** is a host whose served rate lies more than its own CI away from its group, the
+hosts on the same hardware (same CPU model and core count), itself included: the group's median
+is outside the host's CI. A host alone on its hardware cannot be an outlier.
 """
 from __future__ import annotations
 
@@ -80,7 +80,10 @@ def flag_outliers(rows: list[dict], value: str = "served_tps", low: str = "serve
         elif not peers:
             r["outlier"], r["outlier_why"] = None, "no other host on the same hardware"
         else:
-            vals = sorted(p[value] for p in peers)
+            # the median of the whole group, this host included: with two normal hosts and one slow
+            # one, only the slow one is flagged (the median of the others alone would be pulled
+            # halfway by the slow one and flag the normal hosts too)
+            vals = sorted([v, *(p[value] for p in peers)])
             med = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
             r["outlier"] = not (lo <= med <= hi)
             r["outlier_why"] = (f"the group's median {med:.1f} t/s lies {'below' if med < lo else 'above'} this host's "

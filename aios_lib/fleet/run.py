@@ -79,10 +79,13 @@ def fleet_dir(fleet_id: str) -> Path:
     return d
 
 
-def _tool(name: str) -> str:
-    """An Ansible command of this interpreter's environment (the virtualenv), else from PATH."""
+def _tool(name: str) -> list[str]:
+    """An Ansible command of this interpreter's environment (the virtualenv), else from PATH, as
+    the start of an argv. Ansible refuses a locale that is not UTF-8 and the runner runs every
+    command with LC_ALL=C (parsable output), so the command runs under ``env LC_ALL=C.UTF-8``
+    (glibc's built-in UTF-8 locale: present on every Debian)."""
     p = Path(sys.executable).parent / name
-    return str(p) if p.exists() else name
+    return ["env", "LC_ALL=C.UTF-8", str(p) if p.exists() else name]
 
 
 def ansible_env(d: Path) -> dict:
@@ -106,12 +109,14 @@ def prepare(inv: Inventory, d: Path, fleet_id: str) -> dict:
 
 def check_ansible_reads_the_same(runner: Runner, inv: Inventory, d: Path) -> None:
     """Ansible's own reading of the inventory (local, contacts no host) names the same hosts."""
-    res = runner.probe([_tool("ansible-inventory"), "-i", str(inv.path), "--list"], env=ansible_env(d),
+    res = runner.probe([*_tool("ansible-inventory"), "-i", str(inv.path), "--list"], env=ansible_env(d),
                        check=False, quiet=True, note="Ansible's reading of the inventory (no host contacted)")
     if res.rc != 0:
         raise InventoryError([f"{inv.path}: ansible-inventory cannot read it: "
                               f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or ['(no output)']}"])
-    seen = set(json.loads(res.stdout).get("_meta", {}).get("hostvars", {}))
+    data = json.loads(res.stdout)
+    seen = set(data.get("_meta", {}).get("hostvars", {}))
+    seen |= {h for g, v in data.items() if g != "_meta" and isinstance(v, dict) for h in v.get("hosts", [])}
     if seen != set(inv.names):
         raise InventoryError([f"{inv.path}: Ansible reads hosts {sorted(seen)} but Synapse reads {inv.names}: "
                               "use plain YAML (all: hosts/children/vars) without host ranges or plugins"])
@@ -158,9 +163,9 @@ def run_fleet(inventory: str | Path, plan: bool = False, timeout: float = 6 * 36
             "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     write_json(d / "fleet.json", meta)
     pack_runbook(runner, Path(extra["runbook"]))
-    argv = [_tool("ansible-playbook"), "-i", str(inv.path), str(d / "playbook.yml"), "-e", f"@{d / 'extra-vars.json'}"]
+    argv = [*_tool("ansible-playbook"), "-i", str(inv.path), str(d / "playbook.yml"), "-e", f"@{d / 'extra-vars.json'}"]
     if plan:
-        runner.probe([_tool("ansible-playbook"), "-i", str(inv.path), str(d / "playbook.yml"), "--syntax-check",
+        runner.probe([*_tool("ansible-playbook"), "-i", str(inv.path), str(d / "playbook.yml"), "--syntax-check",
                       "-e", f"@{d / 'extra-vars.json'}"], env=ansible_env(d), quiet=True,
                      note="the playbook parses (no host contacted)")
         for o in outcomes:

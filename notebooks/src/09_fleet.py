@@ -47,8 +47,8 @@ fleet = report.load(fleet_dir or report.latest_fleet())
 #
 # Hardware from the host's phase 01 survey, the configuration its phase 05 chose, its
 # stock-vs-Synapse verdict and its served generation rate with a 95% CI. A host is an **outlier**
-# when the median of the other hosts on the same hardware (CPU model and cores) lies outside its
-# CI; a host alone on its hardware is not judged. Failed and unreachable hosts keep their row, with
+# when the median of its group (the hosts on the same hardware, CPU model and cores, itself
+# included) lies outside its CI; a host alone on its hardware is not judged. Failed and unreachable hosts keep their row, with
 # the step that failed and why.
 
 # %%
