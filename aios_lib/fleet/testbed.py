@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -231,6 +231,12 @@ class Testbed:
         r = self.runner
         left = []
         for h in self.hosts.values():
+            # every process of a host is in its cpuset (sshd, its sessions, what Ansible and the tests
+            # started there): an SSH session the controller keeps open (ControlPersist) would keep the
+            # host's namespaces alive (and sshd's output pipes open) after sshd stopped, so they all
+            # go first, while the network is up
+            if h.ssh and not r.plan:
+                self._kill_all(h)
             if h.sshd is not None:
                 h.sshd.stop(timeout=5)
                 h.sshd = None
@@ -251,6 +257,23 @@ class Testbed:
             names = r.probe(["ip", "netns", "list"], check=False, quiet=True).stdout
             left += [h.netns for h in self.hosts.values() if h.netns in names.split()]
         return left
+
+    def _kill_all(self, h: LabHost, grace: float = 2, timeout: float = 10) -> None:
+        """SIGTERM every process in the host's cpuset, SIGKILL what is still there after ``grace``
+        seconds, until none is left (or ``timeout``)."""
+        procs = h.cgroup / "cgroup.procs"
+        t0 = time.monotonic()
+        termed = False
+        while procs.exists() and time.monotonic() - t0 < timeout:
+            pids = procs.read_text().split()
+            if not pids:
+                return
+            if not termed or time.monotonic() - t0 >= grace:
+                sig = "-KILL" if termed else "-TERM"
+                self.runner.change(["kill", sig, *pids], check=False, quiet=True,
+                                   note=f"test host {h.name}: its processes ({sig[1:]})")
+                termed = True
+            time.sleep(0.1)
 
     def __enter__(self) -> "Testbed":
         try:

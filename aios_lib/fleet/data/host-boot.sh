@@ -13,10 +13,13 @@ fi
 name=$2; hostdir=$3
 hostname "$name"
 mount --make-rprivate /
-mount -t tmpfs -o size=2g,mode=0755 "synapse-fleet-$name" /mnt
-mkdir -p /mnt/upper /mnt/work /mnt/root
-mount -t overlay overlay -o lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work /mnt/root
-r=/mnt/root
+# the upper layer's tmpfs on a folder of the host's own (never over a shared path such as /mnt)
+fs="$hostdir/fs"
+mkdir -p "$fs"
+mount -t tmpfs -o size=2g,mode=0755 "synapse-fleet-$name" "$fs"
+mkdir -p "$fs/upper" "$fs/work" "$fs/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$fs/upper,workdir=$fs/work" "$fs/root"
+r="$fs/root"
 mount -t proc proc "$r/proc"
 mount --rbind /sys "$r/sys"
 mount --rbind /dev "$r/dev"
