@@ -166,6 +166,8 @@ def test_haproxy_routes_to_the_least_loaded_replica_within_its_slots(tmp_path):
     assert "balance leastconn" in text and "option httpchk GET /health" in text
     assert "server h1 10.9.0.11:8080 maxconn 2" in text and "server h2 10.9.0.12:8080 maxconn 3" in text
     assert "inter 500ms fall 2" in text and "timeout queue" in text
+    # a refused connection marks a replica down at once, and a retry may go to another replica
+    assert "on-error mark-down" in text and "option redispatch 1" in text
     if shutil.which("haproxy"):  # HAProxy itself accepts it
         (tmp_path / "h.cfg").write_text(text)
         res = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "h.cfg")], capture_output=True, text=True)

@@ -10,8 +10,13 @@ HAProxy has, in its free version, everything the fleet needs:
 * ``maxconn`` per server = its llama-server slot count: never more requests in flight on a replica
   than it can decode at once; the rest wait in the backend's queue (``timeout queue``) for the first
   free slot on any replica, instead of piling up on one;
-* ``retry-on conn-failure empty-response`` with ``option redispatch``: a request whose connection
-  to a dead replica fails is sent to another one (a response already streaming cannot be retried);
+* ``retry-on conn-failure empty-response`` with ``option redispatch 1`` (every retry may go to
+  another replica): a request whose connection to a dead replica fails is sent to another one (a
+  response already streaming cannot be retried);
+* passive checks as well (``observe layer4 error-limit 1 on-error mark-down``): the first refused
+  connection marks a replica down, without waiting for the next health check. Without it a killed
+  replica, having no connections left, is exactly what ``leastconn`` picks, and every request
+  arriving before the next check spends its retries on it and gets a 503;
 * a stats socket (``show stat``: sessions, queue, retries, redispatches, status per server) that the
   load test reads, and the replica's name in an ``X-Synapse-Replica`` response header.
 """
@@ -53,8 +58,8 @@ def haproxy_config(backends: list[Backend], *, bind: str, port: int, stats_socke
         f"    timeout client {server_timeout_s}s",
         f"    timeout server {server_timeout_s}s",
         f"    timeout queue {queue_timeout_s}s",
-        "    retries 2",
-        "    option redispatch",
+        "    retries 3",
+        "    option redispatch 1",
         "    retry-on conn-failure empty-response",
         "",
         "frontend synapse",
@@ -66,7 +71,11 @@ def haproxy_config(backends: list[Backend], *, bind: str, port: int, stats_socke
         "    option httpchk GET /health",
         "    http-check expect status 200",
         "    http-response set-header X-Synapse-Replica %s",
-        f"    default-server check inter {check_interval_ms}ms fall {fall} rise {rise}",
+        # active checks on /health, and passive ones: a refused connection marks the server down at
+        # once (a dead replica has no connections, so leastconn would otherwise pick it first and
+        # the retries would be spent on it until the next check)
+        f"    default-server check inter {check_interval_ms}ms fall {fall} rise {rise} "
+        "observe layer4 error-limit 1 on-error mark-down",
     ]
     for b in backends:
         lines.append(f"    server {b.name} {b.address}:{b.port} maxconn {b.slots}")
