@@ -19,6 +19,7 @@ phases (notebooks/NN_*.ipynb):
   06 hardening         the inference service, read-only root, the distributable image
   07 compare           runs side by side with confidence intervals
   08 tune              race runtime and host settings; write a tuned profile phase 06 can deploy
+  09 fleet             the fleet report: one row per host of the newest `aios fleet run`
 
 examples:
   aios plan --params parameters/default.yaml      list every command, change nothing
@@ -30,6 +31,8 @@ examples:
   aios bench                                      Synapse vs stock on this machine, the verdict only
   aios tune --budget 900                          search the fastest settings; writes a profile
   aios lab 01 02 --params parameters/my-box.yaml  step through in JupyterLab (a session copy)
+  aios fleet plan --inventory fleet.yaml          every command on every host of an inventory, none run
+  aios fleet run --inventory fleet.yaml           the runbook on every host (Ansible), records fetched
 
 Destructive phases (02, 03 install, 06 image) write only the target named in the parameter
 file, and only when target.confirm repeats that exact device or image path.
@@ -287,6 +290,62 @@ def _cmd_model_check(args) -> int:
     return 0 if ok else 2
 
 
+# ---- aios fleet: the runbook on every host of an Ansible inventory (aios_lib/fleet) ----
+FLEET_EPILOG = """\
+The inventory is an Ansible YAML inventory. Each host's parameter file is its `synapse`
+variables (all.vars, then its groups', then its own, merged key by key), validated before
+anything runs: a bad value is one line naming the host, the key and the fix (exit 2).
+
+  all:
+    vars:
+      ansible_user: root
+      synapse: {schema_version: 1, phases: ["01", "04", "05"]}
+    hosts:
+      box1: {ansible_host: 192.168.10.11}
+      box2: {ansible_host: 192.168.10.12, synapse: {runtime: {bench: {threads: 4}}}}
+
+Records: outputs/<host>/<run-id>/ per host, outputs/fleet/<fleet-id>/ for the fleet (fleet.json
+names each host's outcome; 09_fleet.html is the report). A failing host does not stop the others.
+"""
+
+
+def _register_fleet(sub) -> None:
+    sp = sub.add_parser("fleet", help="the runbook on every host of an Ansible inventory, one record per host",
+                        description="Run (or plan) the phases on every host of an inventory with Ansible over SSH: "
+                                    "the runbook is installed on each host, `aios run` (papermill) runs there, and "
+                                    "each host's run folder comes back to outputs/<host>/<run-id>/. Then the fleet "
+                                    "report (notebook 09) is written into the fleet record.",
+                        epilog=FLEET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = sp.add_subparsers(dest="fleet_action", required=True, metavar="ACTION")
+    for action, helptext in [("run", "run the runbook on every host and fetch the records"),
+                             ("plan", "list every command each host would run; contact no host, change nothing")]:
+        ap = actions.add_parser(action, help=helptext, description=helptext, epilog=FLEET_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+        ap.add_argument("--inventory", "-i", required=True, help="Ansible YAML inventory (see below)")
+        ap.add_argument("--no-report", action="store_true", help="do not write the fleet report notebook")
+        ap.add_argument("--timeout", type=int, default=6 * 3600, metavar="SECONDS",
+                        help="stop the playbook after this long (default %(default)s)")
+        ap.set_defaults(func=_cmd_fleet)
+
+
+def _cmd_fleet(args) -> int:
+    from .fleet.run import run_fleet
+
+    plan = args.fleet_action == "plan"
+    fr = run_fleet(args.inventory, plan=plan, timeout=args.timeout)
+    print("\n".join(fr.lines()))
+    if not args.no_report:
+        from .execute import run_fleet_report
+
+        report = run_fleet_report(fr.dir, plan=plan)
+        print(f"report: {report}")
+    print(f"fleet record: {fr.dir}")
+    if plan:
+        n = sum(1 for h in fr.hosts for c in h.commands if not c["skipped"])
+        print(f"plan: {n} command(s) on {len(fr.hosts)} host(s) would run; none ran, no host was contacted")
+    return 0 if fr.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="aios", description="Synapse: the runbook that builds and measures Synapse OS.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_bench(sub)
     _register_tune(sub)
     _register_model(sub)
+    _register_fleet(sub)
     return ap
 
 

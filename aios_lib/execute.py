@@ -315,5 +315,22 @@ def _run_loop(params: Params, run_dir: Path, meta: dict, wanted: list[str], kept
     return outcome
 
 
+def run_fleet_report(fleet_dir: str | os.PathLike, plan: bool = False, kernel_name: str = "synapse",
+                     log_output: bool = False) -> Path:
+    """Notebook 09 (the fleet report) executed into the fleet record, and its HTML; returns the HTML
+    (or the partial notebook when a cell failed)."""
+    import papermill as pm
+
+    d = Path(fleet_dir)
+    nb = notebook_for("09")
+    out = d / nb.name
+    try:
+        pm.execute_notebook(str(nb), str(out), parameters={"run_dir": str(d), "plan": plan, "fleet_dir": str(d)},
+                            kernel_name=kernel_name, cwd=str(nb.parent), log_output=log_output, progress_bar=False)
+    except Exception as exc:  # the fleet's own outcome stands; the report says what failed
+        print(_failure_text(exc, out))
+    return render_html(out) if out.exists() else out
+
+
 def load_run(run_dir: str | os.PathLike) -> dict:
     return read_json(Path(run_dir) / "run.json")

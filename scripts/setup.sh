@@ -23,6 +23,9 @@ SYSTEM_PACKAGES=(
   dmidecode pciutils procps
   # systemd-analyze verify/security for generated units
   systemd
+  # the fleet (aios fleet): an sshd per test host, the load balancer in front of the replicas,
+  # the firewall around llama.cpp's rpc-server
+  openssh-server openssh-client haproxy nftables iproute2
   python3-venv
   # the browser test of a JupyterLab session (tests/test_lab_browser.py): selenium drives these
   chromium chromium-driver

@@ -85,7 +85,7 @@ def test_cli_reports_failure_with_exit_1(tmp_path):
 
 
 def test_unknown_phase_is_exit_2():
-    r = _aios("plan", "09")
+    r = _aios("plan", "99")
     assert r.returncode == 2 and "unknown phase" in r.stderr
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "aios_lib"
 
 #: top row first; the entry row's modules may import each other (cli runs execute)
-ROWS = [["cli", "execute", "context", "index", "lab", "resume", "__init__"], ["benchmark", "service"], ["kernel"],
+ROWS = [["cli", "execute", "context", "index", "lab", "resume", "__init__"], ["fleet"], ["benchmark", "service"], ["kernel"],
         ["system", "runtime"], ["measure"], ["settings"], ["facts", "params"], ["core"]]
 #: beside the rows: the panel reads facts and the server client, and only the entry row starts it
 SIDE = {"panel": {"core", "facts", "measure"}}

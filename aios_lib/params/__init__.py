@@ -39,7 +39,7 @@ from .system import BaseSystem
 SCHEMA_VERSION = 1
 
 #: Notebook ids in run order. Each id is the prefix of a file in notebooks/.
-ALL_PHASES = ["01", "02", "03", "04", "05", "06", "07", "08"]
+ALL_PHASES = ["01", "02", "03", "04", "05", "06", "07", "08", "09"]
 
 
 class ParamsError(ValueError):
