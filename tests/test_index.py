@@ -10,7 +10,7 @@ from pathlib import Path
 from aios_lib import index
 
 ROOT = Path(__file__).resolve().parent.parent
-VM = ROOT / "outputs" / "vm" / "20261127-072722-run"  # a committed record made before the proof existed
+VM = Path(__file__).parent / "fixtures" / "records" / "vm-20261127-072722-run"  # a real record made before the proof existed
 
 
 def _run(root: Path, machine: str, run_id: str, meta: dict, results: dict) -> Path:
@@ -66,7 +66,7 @@ def test_index_rows_show_machine_kernel_params_commit_duration_outcome_headline(
 
 def test_index_of_a_record_made_before_the_proof(tmp_path):
     """The committed phase 05 record has no findings: its comparison's tg line is the headline."""
-    d = tmp_path / "vm" / VM.name
+    d = tmp_path / "vm" / "20261127-072722-run"
     d.mkdir(parents=True)
     for f in ("run.json", "results.json"):
         shutil.copyfile(VM / f, d / f)
