@@ -1,5 +1,4 @@
 """Phase 4 llama.cpp: sources, the real native and generic builds (cached), plan mode."""
-import json
 import re
 import time
 

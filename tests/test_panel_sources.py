@@ -7,9 +7,10 @@ import psutil
 import pytest
 
 from aios_lib.panel.app import render_cores, render_memory, render_model, render_rates, render_status
+from aios_lib.facts.gpu import parse_nvidia_smi
 from aios_lib.panel.metrics import Rate
 from aios_lib.panel.sources import (MemoryView, ModelView, PanelState, ProcessView, memory_view, model_resident_kb,
-                                    model_view, parse_cpulist, parse_nvidia_smi, parse_rollup, parse_smaps,
+                                    model_view, parse_cpulist, parse_rollup, parse_smaps,
                                     read_process, sibling_groups)
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from aios_lib.facts.systemd import parse_running
 from aios_lib.service import boot_check, hardening, image, readonly
 from aios_lib.system import vm
 from aios_lib.context import open_run
@@ -38,7 +39,7 @@ def test_rows_from_a_real_boot(run):
     b = hardening.parse_proc_stat(report["syn_stat_after"])
     assert idle.ticks == b.total - a.total == 6014 and idle.busy_ticks == 14
     assert idle.busy_pct == pytest.approx(100 * 14 / 6014, abs=1e-3)
-    running = hardening.parse_running(report["syn_running_services"].replace(",", "\n"))
+    running = parse_running(report["syn_running_services"].replace(",", "\n"))
     assert "llama-server.service" in running and not any(u.startswith("ssh") for u in running)
 
 

@@ -21,7 +21,7 @@ import requests
 
 from ..facts import gather, gpu
 from ..facts._text import parse_cpulist
-from ..facts.gpu import GpuView, parse_nvidia_smi  # noqa: F401  (the panel's GPU rows)
+from ..facts.gpu import GpuView
 from .metrics import (Rate, RateMeter, Scrape, canonical_metrics, live_rate, missing_core_metrics, parse_metrics,
                       slot_progress)
 

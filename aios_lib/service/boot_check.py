@@ -13,6 +13,7 @@ from typing import Any
 from . import hardening, readonly
 from ..core.paths import resolve_in_project
 from ..facts._text import parse_cpulist
+from ..facts.systemd import parse_running
 from .image import SynapseImage, manifest as image_manifest
 
 
@@ -171,7 +172,7 @@ def boot_check(run, disk: Path, label: str = "synapse-boot", manifest: dict | No
                 r["in effect"] = f"{r['in effect']} (read by the synapse check: the base check's list was empty)"
     rows = base + synapse_rows(run, res.report, manifest)
     check = BootCheck(label, res, rows, res.report, idle_from(run, res.report),
-                      hardening.parse_running((res.report.get("syn_running_services") or "").replace(",", "\n")))
+                      parse_running((res.report.get("syn_running_services") or "").replace(",", "\n")))
     run.record(label, {"rows": rows, "report": res.report, "seconds": round(res.seconds, 1), "rc": res.rc,
                        "serial_log": res.log, "report_log": res.report_log, "ok": check.ok,
                        "idle_cpu_pct": check.idle.busy_pct if check.idle else None, "idle_top": check.idle_top,

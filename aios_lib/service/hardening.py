@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..facts.load import parse_proc_stat
-from ..facts.systemd import parse_running  # noqa: F401  (service/boot_check reads it from here)
 from ..settings._conf import parse_kv
 from ..settings.journald import Journald
 from ..settings.units import MaskedUnits, installed_units
