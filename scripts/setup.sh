@@ -29,6 +29,8 @@ SYSTEM_PACKAGES=(
   python3-venv
   # the browser test of a JupyterLab session (tests/test_lab_browser.py): selenium drives these
   chromium chromium-driver
+  # tests/test_index.py parses the index page's sorting script
+  nodejs
 )
 
 missing=()

@@ -208,16 +208,12 @@ def test_architecture_the_build_does_not_support(smollm2, tmp_path):
     assert info.checked_against and info.architecture == "llama"
 
 
-def test_the_pinned_llama_cpp_source_when_fetched(smollm2):
-    """The real tree phase 04 fetched: its LLM_ARCH_NAMES has llama and no dummy clip."""
-    from types import SimpleNamespace
-
-    from aios_lib.params import load_params
+def test_the_pinned_llama_cpp_source(smollm2, make_run):
+    """The real pinned tree (fetched as phase 04 fetches it, or from the cache): its LLM_ARCH_NAMES
+    has llama and no dummy clip."""
     from aios_lib.runtime import llama
 
-    tree = llama.source_dir(SimpleNamespace(params=load_params(ROOT / "parameters" / "default.yaml")))
-    if not (tree / "src" / "llama-arch.cpp").exists():
-        pytest.skip("the pinned llama.cpp source is not fetched here (phase 04 fetches it)")
+    tree = llama.fetch_source(make_run())
     archs = gs.supported_architectures(tree)
     assert "llama" in archs and "clip" not in archs and len(archs) > 50
     types = gs.supported_types(tree)

@@ -84,8 +84,7 @@ def test_amx_crash_is_diagnosed_and_a_working_build_found(llama_working, runner)
 def test_forced_extension_is_caught_and_switched_off(make_run, smollm2, tmp_path):
     """A llama-bench build forced to use an extension this CPU cannot run dies with SIGILL; the
     diagnosis names the extension and the fallback builds one that passes."""
-    if not shutil.which("gdb"):
-        pytest.skip("gdb is not installed (scripts/setup.sh installs it)")
+    assert shutil.which("gdb"), "gdb is missing: scripts/setup.sh installs it (make setup)"
     ext = next((e for e in FORCEABLE if _cpu_faults_on(e, tmp_path)), None)
     run = make_run({"runtime": {"llama": {"max_fallback_builds": 2}}})
     if ext is None:
@@ -113,8 +112,7 @@ def test_a_build_that_crashes_another_way_is_caught(make_run, smollm2, llama_wor
     function, identifies no ISA extension, and with find_working_build off the run stops with that
     diagnosis instead of using the build.
     (Only ops.cpp differs from the working build, so ccache makes this build short.)"""
-    if not shutil.which("gdb"):
-        pytest.skip("gdb is not installed (scripts/setup.sh installs it)")
+    assert shutil.which("gdb"), "gdb is missing: scripts/setup.sh installs it (make setup)"
     run = make_run({"runtime": {"llama": {"find_working_build": False}}})
     base = llama_working.build
     kw = dict(label="crash-injected", native=base.cmake_options.get("GGML_NATIVE") == "ON",
