@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ..params import Params, ParamsError, duplicate_keys, parse_params
+from ..params import Params, ParamsError, parse_params, read_yaml
 
 DEFAULT_DIR = "/opt/synapse"
 #: host variables Synapse reads (Ansible's own ``ansible_*`` pass through untouched)
@@ -180,15 +180,9 @@ def parse_inventory(text: str, path: str | Path = "<inventory>") -> Inventory:
     """The inventory's hosts with their validated parameters. Every problem of every host is
     collected first, so one run shows them all."""
     path = Path(path)
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise InventoryError([f"{path}:{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax"]) from None
-    twice = duplicate_keys(text)
-    if twice:
-        raise InventoryError([f"{path}: {line}" for line in twice])
+    tree, problems = read_yaml(text, str(path))
+    if problems:
+        raise InventoryError(problems)
     if not isinstance(tree, dict) or not tree:
         raise InventoryError([f"{path}: an inventory is a YAML mapping with `all:` (hosts, vars, children); see "
                               "the README's fleet section"])

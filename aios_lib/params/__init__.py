@@ -217,6 +217,21 @@ def not_there_yet(p: "Params") -> list[tuple[str, str]]:
     return out
 
 
+def read_yaml(text: str, shown: str) -> tuple[Any, list[str]]:
+    """(the YAML document, []) or (None, one line per problem): invalid YAML with its line, or a key
+    given twice in one mapping. Parameter files and fleet inventories are read through this."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        return None, [f"{shown}:{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax"]
+    twice = duplicate_keys(text)
+    if twice:
+        return None, [f"{shown}: {line}" for line in twice]
+    return data, []
+
+
 def duplicate_keys(text: str) -> list[str]:
     """Keys given twice in one YAML mapping (YAML keeps the last without a word): one line each,
     ``line N: key `a.b` is given twice (first on line M)``."""
@@ -315,16 +330,9 @@ def load_params(path: str | Path) -> Params:
     shown = str(path)
     if not path.exists():
         raise ParamsError([f"{shown}: no such parameter file; copy parameters/default.yaml and edit it"])
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ParamsError([f"{shown}:{where}: not valid YAML ({getattr(e, 'problem', e)}); fix the syntax"]) from None
-    twice = duplicate_keys(text)
-    if twice:
-        raise ParamsError([f"{shown}: {line}" for line in twice])
+    data, problems = read_yaml(path.read_text(), shown)
+    if problems:
+        raise ParamsError(problems)
     params = parse_params(data, shown)
     params.source_file = path
     from .profile import apply_profile
