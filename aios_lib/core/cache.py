@@ -207,7 +207,7 @@ def publish(runner, src: str | os.PathLike, entry: Entry, info: dict, keep: int 
 
 # ---- what interrupted runs left ---------------------------------------------------------------------
 #: kinds whose entries are folders completed by :data:`MARKER` (:class:`Entry`)
-MARKED_KINDS = ("llama", "kernel-src", "kernel-build", "base-image", "synapse-os", "synapse-os-base")
+MARKED_KINDS = ("llama", "llama-decisions", "kernel-src", "kernel-build", "base-image", "synapse-os", "synapse-os-base")
 #: kinds whose incomplete entries the next build continues instead of removing
 RESUMABLE = {"kernel-build": "kept: make continues the build in it",
              "llama-build": "kept: ninja continues the build in it (what it compiled whole is kept)"}

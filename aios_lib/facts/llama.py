@@ -193,6 +193,21 @@ def parse_cmake_version(text: str, prefix: str) -> str | None:
     return ".".join(m.group(1) for m in parts)  # type: ignore[union-attr]
 
 
+_VARIANT = re.compile(r"^\s*ggml_add_cpu_backend_variant\(\s*([\w.]+)((?:\s+\w+)*)\s*\)", re.M)
+
+
+def parse_cpu_variants(text: str) -> list[tuple[str, list[str]]]:
+    """The x86 CPU backend variants ``ggml/src/CMakeLists.txt`` declares for GGML_CPU_ALL_VARIANTS:
+    [(name, [feature, ...])], e.g. ``("haswell", ["SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2"])``."""
+    start = text.find("if (GGML_CPU_ALL_VARIANTS)")
+    if start < 0:
+        return []
+    x86 = re.search(r'GGML_SYSTEM_ARCH STREQUAL "x86"\s*\)(.*?)\n\s*elseif\s*\(', text[start:], re.S)
+    if not x86:
+        return []
+    return [(m.group(1), m.group(2).split()) for m in _VARIANT.finditer(x86.group(1))]
+
+
 def source_commit(tree: str | Path) -> Fact:
     """``git rev-parse HEAD`` of a cloned tree (fails loudly: a clone without HEAD is broken)."""
     return Fact(name="llama.cpp commit", commands={"head": ("git", "-C", str(tree), "rev-parse", "HEAD")},

@@ -58,6 +58,10 @@ class LlamaBuild(Section):
     compare_generic: bool = False
     #: also build llama.cpp as its releases ship it (runtime CPU dispatch) and verify it: the stock build
     compare_stock: bool = True
+    #: the stock build's CPU modules: ``chosen`` builds the one ggml's loader picks on this CPU (by
+    #: ggml's own score) plus x86-64-v3; ``all`` builds every module a release ships (about 6 more
+    #: minutes on 2 cores; the loader picks the same one). ``chosen`` needs the pinned sdist source.
+    stock_variants: Literal["chosen", "all"] = "chosen"
     #: when a build fails verification (it crashes here), build it again without the extension
     #: that crashed (or with a pinned patch that repairs it); false: stop with the diagnosis
     find_working_build: bool = True

@@ -84,6 +84,18 @@ RELEASE_OPTIONS = {"GGML_NATIVE": "OFF", "GGML_BACKEND_DL": "ON", "GGML_CPU_ALL_
 #: pinned patches to the llama.cpp source, applied only to the builds that ask for them
 PATCH_DIR = Path(__file__).resolve().parent / "patches" / "llama.cpp"
 
+#: CMake options that exist only with a pinned patch to ggml's CMake (no code changes): a build that
+#: sets one gets its patch. Both save compile time and change nothing in what runs.
+OPTION_PATCHES = {
+    # flags for the CPU backend only: a native build without one extension recompiles the 17
+    # ggml-cpu files instead of all 279 (global CMAKE_C_FLAGS change every compile line)
+    "GGML_CPU_EXTRA_FLAGS": ("cpu-extra-flags", "flags for ggml's CPU backend only (the only code compiled "
+                             "with -march), so the build without an extension recompiles that backend only"),
+    # a release-style build with the CPU modules this CPU can be given only (runtime/cpu_variants.py)
+    "GGML_CPU_VARIANTS_ONLY": ("cpu-variants-only", "builds only the CPU backend modules named in "
+                               "GGML_CPU_VARIANTS_ONLY (the one ggml's loader picks on this CPU, and x86-64-v3)"),
+}
+
 
 @dataclass
 class LlamaBuild:
@@ -105,6 +117,7 @@ class LlamaBuild:
     march: str | None = None  # the -march the compile lines use (native builds)
     built_seconds: float | None = None  # how long the build took when it was made (kept when cached)
     patches: list[dict] = field(default_factory=list)  # [{name, sha256}] applied to the source
+    variant_scores: dict = field(default_factory=dict)  # release-style: each CPU module's score here
 
     def binary(self, name: str) -> Path:
         return self.bin_dir / name
@@ -319,7 +332,11 @@ def build(run, *, label: str = "native", native: bool | None = None, cmake_optio
     compiler = compiler_version(run)
     src = fetch_source(run)
     source = source_info(run)
-    pinfo = [patch_info(n) for n in (patches or [])]
+    names = list(patches or [])
+    names += [OPTION_PATCHES[o][0] for o in OPTION_PATCHES if o in options and OPTION_PATCHES[o][0] not in names]
+    pinfo = [patch_info(n) for n in names]
+    for p in pinfo:
+        p.setdefault("why", next((why for name, why in OPTION_PATCHES.values() if name == p["name"]), ""))
     key = build_key(source, options, compiler, targets, [p["sha256"] for p in pinfo])
     entry = cache.Entry("llama", f"{label}-{key}")
     with entry.lock(run.plan):  # two sessions never build one key at once
@@ -446,9 +463,24 @@ def build_generic(run) -> LlamaBuild:
 
 def build_release(run, targets: list[str] | None = None) -> LlamaBuild:
     """llama.cpp built the way its releases ship it for CPUs (:data:`RELEASE_OPTIONS`), same source,
-    with llama-bench and llama-server (phase 05 measures both against Synapse's)."""
-    return build(run, label="release", native=False, cmake_options=dict(RELEASE_OPTIONS),
-                 targets=targets or ["llama-bench", "llama-server"])
+    with llama-bench and llama-server (phase 05 measures both against Synapse's).
+
+    With ``runtime.llama.stock_variants: chosen`` (the default, pinned source only) it has the CPU
+    module ggml's loader picks on this CPU and the x86-64-v3 one, not every module a release ships
+    (:mod:`aios_lib.runtime.cpu_variants`): the loader loads the same module, in a third of the time."""
+    from . import cpu_variants
+
+    options = dict(RELEASE_OPTIONS)
+    scores: dict[str, int] = {}
+    lp = run.params.runtime.llama
+    if lp.stock_variants == "chosen" and lp.source.provider == "pypi-sdist":
+        src = fetch_source(run)
+        names, scores = cpu_variants.stock_variants(run, src, compiler_version(run), source_identity(lp.source))
+        options["GGML_CPU_VARIANTS_ONLY"] = ";".join(names)
+    b = build(run, label="release", native=False, cmake_options=options,
+              targets=targets or ["llama-bench", "llama-server"])
+    b.variant_scores = scores
+    return b
 
 
 def cpu_variants(build: LlamaBuild) -> list[str]:

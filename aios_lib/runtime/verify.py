@@ -29,10 +29,12 @@ import json
 import re
 import shutil
 import signal as _signal
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core import cache
 from . import llama
 from .cpus import all_cpus
 
@@ -177,10 +179,20 @@ FEATURE_OF = [("AMX", "AMX_INT8"), ("AVX512-BF16", "AVX512_BF16"), ("AVX-512", "
               ("AVX-VNNI", "AVX_VNNI"), ("FMA", "FMA"), ("F16C", "F16C"), ("AVX2", "AVX2")]
 
 
-def without_options(options: dict, extensions: list[str]) -> dict:
-    """CMake options for the same build without ``extensions`` (flags appended, GGML_* off)."""
+def without_options(options: dict, extensions: list[str], *, scoped: bool = False) -> dict:
+    """CMake options for the same build without ``extensions`` (flags appended, GGML_* off).
+
+    ``scoped`` (the pinned source, whose patch ``cpu-extra-flags`` adds GGML_CPU_EXTRA_FLAGS): in a
+    native build whose options set no global compiler flags, the flags go to ggml's CPU backend only,
+    the one library compiled with -march, so ccache serves every other file from the build it was made
+    like. A build with global flags (one forcing an extension everywhere) gets them globally."""
     extra: dict[str, str] = {}
     flags = [f for e in extensions for f in WITHOUT[e]["flags"]]
+    global_flags = options.get("CMAKE_C_FLAGS") or options.get("CMAKE_CXX_FLAGS")
+    if scoped and options.get("GGML_NATIVE") == "ON" and not global_flags:
+        have = [f for f in options.get("GGML_CPU_EXTRA_FLAGS", "").split(";") if f]
+        extra["GGML_CPU_EXTRA_FLAGS"] = ";".join(dict.fromkeys([*have, *flags]))
+        return extra
     for var in ("CMAKE_C_FLAGS", "CMAKE_CXX_FLAGS"):
         base = options.get(var, "")
         extra[var] = " ".join(x for x in (base, *flags) if x)
@@ -477,6 +489,11 @@ class WorkingBuild:
         return "\n".join(parts)
 
 
+def _scoped(run) -> bool:
+    """Whether the source is the pinned one that the option patches (llama.OPTION_PATCHES) apply to."""
+    return run.params.runtime.llama.source.provider == "pypi-sdist"
+
+
 def _features_on(build) -> list[str]:
     return [ext for ext, feat in FEATURE_OF if feat in (build.features or [])]
 
@@ -526,7 +543,7 @@ def working_build(run, model_path, *, label: str = "native", native: bool | None
                                                cmake_options, targets, base, patches)
         off.append(ext)
         tried += 1
-        extra = {**(cmake_options or {}), **without_options(base, off)}
+        extra = {**(cmake_options or {}), **without_options(base, off, scoped=_scoped(run))}
         nb = llama.build(run, label=f"{label}-no-{'-'.join(e.lower() for e in off)}", native=native,
                          cmake_options=extra, targets=targets, patches=patches)
         nv = verify(run, nb, model_path)
@@ -561,7 +578,7 @@ def _keep_or_drop_extension(run, model_path, ext, pb, pv, attempts, first, label
     """The patch made ``ext`` work: measure the patched build against one without ``ext``
     (interleaved rounds, paired ratios) and keep the extension only where it helps."""
     nb = llama.build(run, label=f"{label}-no-{ext.lower()}", native=native,
-                     cmake_options={**(cmake_options or {}), **without_options(base, [ext])},
+                     cmake_options={**(cmake_options or {}), **without_options(base, [ext], scoped=_scoped(run))},
                      targets=["llama-bench"], patches=patches)
     nv = verify(run, nb, model_path)
     attempts.append(Attempt(nb.to_dict(), nv.to_dict(), f"without {ext}, to measure what {ext} buys here"))
@@ -576,8 +593,8 @@ def _keep_or_drop_extension(run, model_path, ext, pb, pv, attempts, first, label
                   "build is used.")
         return WorkingBuild(pb, pv, attempts, reason, m)
     full = llama.build(run, label=f"{label}-no-{ext.lower()}", native=native,
-                       cmake_options={**(cmake_options or {}), **without_options(base, [ext])}, targets=targets,
-                       patches=patches)
+                       cmake_options={**(cmake_options or {}), **without_options(base, [ext], scoped=_scoped(run))},
+                       targets=targets, patches=patches)
     fv = verify(run, full, model_path)
     attempts.append(Attempt(full.to_dict(), fv.to_dict(), f"without {ext}, all targets (the patch did not pay)"))
     reason = (f"The `{label}` build failed verification: {_why(first)}. The pinned patch makes {ext} work, but "
@@ -590,7 +607,33 @@ def _keep_or_drop_extension(run, model_path, ext, pb, pv, attempts, first, label
 
 def measure_extension(run, with_ext, without_ext, model_path, ext: str) -> dict:
     """``with_ext`` against ``without_ext``: llama-bench in interleaved rounds (order alternating),
-    one sample per invocation, paired ratios with 95% CIs for prompt processing and generation."""
+    one sample per invocation, paired ratios with 95% CIs for prompt processing and generation.
+
+    The decision is kept in the cache under the two builds, the model and the measurement's sizes,
+    and reused with its date and run: measured again on a busy machine it can flip (and with it which
+    build every later step uses). Remove ``<cache>/llama-decisions`` to measure it again."""
+    vp = run.params.runtime.llama.verify
+    mp = Path(str(model_path))
+    ident = {"with": with_ext.key, "without": without_ext.key, "extension": ext, "threads": _threads(run),
+             "model": mp.name, "model_bytes": mp.stat().st_size if mp.exists() else None,
+             "sizes": [vp.measure_prompt, vp.measure_gen, vp.measure_rounds]}
+    entry = cache.Entry("llama-decisions", cache.key(ident))
+    if not run.plan and entry.complete():
+        out = entry.info()
+        was = out.get("measured") or {}
+        run.runner.note(f"{ext}: the keep-or-drop decision measured in run {was.get('run_id')} at {was.get('at')} "
+                        f"is reused ({out.get('decision')}); remove {entry.path} to measure it again")
+        out["reused_from"] = was
+        return out
+    out = _measure_extension(run, with_ext, without_ext, model_path, ext)
+    if not out.get("planned"):
+        out["measured"] = {"run_id": run.dir.name, "at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        entry.path.mkdir(parents=True, exist_ok=True)
+        entry.mark_complete(out)
+    return out
+
+
+def _measure_extension(run, with_ext, without_ext, model_path, ext: str) -> dict:
     from ..measure import experiment, llama_bench
 
     vp = run.params.runtime.llama.verify
@@ -620,13 +663,32 @@ def _variant_of(v: Verification) -> str | None:
     return m.group(1) if m else None
 
 
+def modules_note(build, loaded: str | None) -> str:
+    """Which CPU modules the stock build has and why, and whether the loader took the predicted one."""
+    from . import cpu_variants
+
+    scores = getattr(build, "variant_scores", None) or {}
+    built = llama.cpu_variants(build) if build.bin_dir.is_dir() else []
+    if not scores:
+        return f"CPU modules built: {', '.join(built) or 'none yet (planned)'}."
+    top = cpu_variants.best(scores)
+    zero = sorted(k for k, s in scores.items() if s <= 0)
+    text = (f"CPU modules built: {', '.join(built)}; ggml's own score function, compiled for each of the "
+            f"{len(scores)} variants a release ships and run on this CPU, ranks `{top}` first "
+            f"(score {scores.get(top)}); {len(zero)} variants cannot run here. A release's other modules "
+            "would never be loaded here, so they are not built (runtime.llama.stock_variants: all builds them).")
+    if loaded and loaded != top:
+        text += f" The loader took `{loaded}`, not the predicted `{top}`: stock here is what the loader chose."
+    return text
+
+
 def stock_finding(run, build, model_path) -> dict:
     """Verify llama.cpp as its releases ship it. When it crashes here that is the comparison's first
     result, recorded as such; the runtime workaround ``--repack 0`` (no extra buffer types: neither
     AMX nor the repacked kernels) is tried and recorded as a workaround, never applied silently."""
     v = verify(run, build, model_path)
     out: dict[str, Any] = {"build": build.to_dict(), "verification": v.to_dict(), "runs": None if v.planned else v.ok,
-                           "workaround": None, "variant": _variant_of(v)}
+                           "workaround": None, "variant": _variant_of(v), "modules": modules_note(build, _variant_of(v))}
     if v.planned:
         out["finding"] = "planned"
         return out
