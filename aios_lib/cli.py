@@ -292,20 +292,42 @@ def _cmd_model_check(args) -> int:
 
 # ---- aios fleet: the runbook on every host of an Ansible inventory (aios_lib/fleet) ----
 FLEET_EPILOG = """\
-The inventory is an Ansible YAML inventory. Each host's parameter file is its `synapse`
-variables (all.vars, then its groups', then its own, merged key by key), validated before
-anything runs: a bad value is one line naming the host, the key and the fix (exit 2).
+commands:
+  aios fleet plan --inventory fleet.yaml   every command each host would run; none runs, no host contacted
+  aios fleet run  --inventory fleet.yaml   install the runbook on each host, `aios run` there, fetch the records
+
+The inventory is an Ansible YAML inventory (all: vars / hosts / children; no host ranges or
+plugins). Ansible reads its connection variables (ansible_host, ansible_user, keys). Synapse
+reads the `synapse` variable at every level as a parameter file, merged key by key: all.vars,
+then each group's vars (parents first), then the host's own; machine.name is the host's name.
+Every host is validated before anything runs: a bad value is one line naming the host, the key
+and the fix.
 
   all:
     vars:
       ansible_user: root
       synapse: {schema_version: 1, phases: ["01", "04", "05"]}
-    hosts:
-      box1: {ansible_host: 192.168.10.11}
-      box2: {ansible_host: 192.168.10.12, synapse: {runtime: {bench: {threads: 4}}}}
+    children:
+      rack1:
+        vars: {synapse: {runtime: {bench: {threads: 8}}}}
+        hosts:
+          box1: {ansible_host: 192.168.10.11}
+          box2: {ansible_host: 192.168.10.12, synapse: {service: {ram_gib: 16}}}
+
+Optional variables (any level): synapse_params_file (a parameter file the `synapse` values
+start from), synapse_dir (where the runbook goes on the host, default /opt/synapse),
+synapse_python (an interpreter on the host that has Synapse's dependencies; without it the
+playbook runs scripts/setup.sh there), synapse_address (the fleet address, default ansible_host).
 
 Records: outputs/<host>/<run-id>/ per host, outputs/fleet/<fleet-id>/ for the fleet (fleet.json
-names each host's outcome; 09_fleet.html is the report). A failing host does not stop the others.
+names each host's outcome, the failed step and why; 09_fleet.html is the report). A failing or
+unreachable host does not stop the others.
+
+exit status: 0 every host ran its phases (plan: every host's commands listed);
+  1 some host failed or was unreachable: the others ran to the end and their records are
+    complete; each host's line of the output (and fleet.json) says its failed step and why,
+    and a last line on stderr names the failed hosts;
+  2 the inventory is invalid: nothing ran.
 """
 
 
@@ -317,14 +339,23 @@ def _register_fleet(sub) -> None:
                                     "report (notebook 09) is written into the fleet record.",
                         epilog=FLEET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = sp.add_subparsers(dest="fleet_action", required=True, metavar="ACTION")
-    for action, helptext in [("run", "run the runbook on every host and fetch the records"),
-                             ("plan", "list every command each host would run; contact no host, change nothing")]:
-        ap = actions.add_parser(action, help=helptext, description=helptext, epilog=FLEET_EPILOG,
+    for action, helptext, description in [
+        ("run", "run the runbook on every host and fetch the records",
+         "Over SSH (Ansible), on every host at once: install the runbook and the host's parameter file, run "
+         "`aios run` (papermill) there, and, whatever happened, fetch the host's run folder into "
+         "outputs/<host>/<run-id>/; then write the fleet record and its report."),
+        ("plan", "list every command each host would run; contact no host, change nothing",
+         "Validate every host's parameters, write the fleet record (parameter files, playbook) and list every "
+         "command the playbook amounts to on each host, journaled as planned. Only local checks run "
+         "(Ansible reading the inventory, the playbook's syntax); no host is contacted.")]:
+        ap = actions.add_parser(action, help=helptext, description=description, epilog=FLEET_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-        ap.add_argument("--inventory", "-i", required=True, help="Ansible YAML inventory (see below)")
-        ap.add_argument("--no-report", action="store_true", help="do not write the fleet report notebook")
-        ap.add_argument("--timeout", type=int, default=6 * 3600, metavar="SECONDS",
-                        help="stop the playbook after this long (default %(default)s)")
+        ap.add_argument("--inventory", "-i", required=True, metavar="FILE", help="Ansible YAML inventory (see below)")
+        ap.add_argument("--no-report", action="store_true", help="do not write the fleet report notebook (09)")
+        if action == "run":
+            ap.add_argument("--timeout", type=int, default=6 * 3600, metavar="SECONDS",
+                            help="stop the playbook after this long; hosts not finished count as failed "
+                                 "(default %(default)s)")
         ap.set_defaults(func=_cmd_fleet)
 
 
@@ -332,7 +363,7 @@ def _cmd_fleet(args) -> int:
     from .fleet.run import run_fleet
 
     plan = args.fleet_action == "plan"
-    fr = run_fleet(args.inventory, plan=plan, timeout=args.timeout)
+    fr = run_fleet(args.inventory, plan=plan, timeout=getattr(args, "timeout", 6 * 3600))
     print("\n".join(fr.lines()))
     if not args.no_report:
         from .execute import run_fleet_report
@@ -343,6 +374,10 @@ def _cmd_fleet(args) -> int:
     if plan:
         n = sum(1 for h in fr.hosts for c in h.commands if not c["skipped"])
         print(f"plan: {n} command(s) on {len(fr.hosts)} host(s) would run; none ran, no host was contacted")
+    if not fr.ok:
+        # the exit status says "some host failed"; this line says which (fleet.json says why)
+        print(f"aios: {len(fr.failed)} of {len(fr.hosts)} host(s) did not finish: "
+              + ", ".join(f"{h.name} ({h.status})" for h in fr.failed), file=sys.stderr)
     return 0 if fr.ok else 1
 
 

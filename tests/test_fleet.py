@@ -319,3 +319,6 @@ def test_aios_fleet_help_shows_the_inventory_format(capsys):
         main(["fleet", "run", "--help"])
     out = capsys.readouterr().out
     assert "--inventory" in out and "ansible_host" in out and "outputs/<host>/<run-id>/" in out
+    # the exit status a script checks: 1 when some host failed, 2 for an invalid inventory
+    assert "exit status" in out and "1 some host failed" in out and "2 the inventory is invalid" in out
+    assert "aios fleet plan --inventory" in out and "aios fleet run  --inventory" in out

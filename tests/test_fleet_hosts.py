@@ -1,11 +1,14 @@
 """The fleet on real test hosts: network namespaces on this machine, each with its own root (an
 overlay), sshd, cpuset and address on a private bridge (aios_lib.fleet.testbed). Ansible connects
 over SSH with a generated key and checked host keys. Everything is removed after, also on failure.
+`aios fleet plan/run` are run as a user runs them: the `aios` command in a process of its own.
 
 Needs root, ip netns, a cpuset cgroup and the fleet's packages (scripts/setup.sh installs them)."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,21 @@ def _accepted(lab) -> dict[str, int]:
     return {n: lab.sshd_log(n).count("Accepted publickey") for n, h in lab.hosts.items() if h.ssh}
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _aios(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess, Path]:
+    """``aios ARGS`` (the virtualenv's entry point, as the README runs it) in a process of its own,
+    with this test's environment (AIOS_OUTPUTS: the temporary outputs folder); the result and the
+    fleet record it names."""
+    aios = Path(sys.executable).parent / "aios"
+    assert aios.exists(), f"{aios}: the aios entry point is not installed (make setup)"
+    r = subprocess.run([str(aios), *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    named = [ln.split(": ", 1)[1] for ln in r.stdout.splitlines() if ln.startswith("fleet record: ")]
+    assert len(named) == 1, f"rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r, Path(named[0])
+
+
 @pytest.mark.timeout(120)
 def test_each_test_host_is_its_own_system(lab):
     r = lab.runner
@@ -70,34 +88,48 @@ def test_each_test_host_is_its_own_system(lab):
 
 
 @pytest.mark.timeout(180)
-def test_plan_lists_every_hosts_commands_and_contacts_no_host(lab, outputs, tmp_path):
-    from aios_lib.fleet.run import run_fleet
-
+def test_aios_fleet_plan_lists_every_hosts_commands_and_contacts_no_host(lab, outputs, tmp_path):
     inv = lab.inventory(tmp_path / "inv.yaml", synapse={"schema_version": 1, "phases": ["01"]})
     before = _accepted(lab)
-    fr = run_fleet(inv, plan=True, quiet=True)
+    r, d = _aios("fleet", "plan", "--inventory", str(inv), "--no-report", timeout=150)
+    assert r.returncode == 0, r.stderr
     assert _accepted(lab) == before  # no SSH login on any host
-    assert [h.status for h in fr.hosts] == ["planned"] * 3
-    for h in fr.hosts:
-        runs = [c for c in h.commands if c["step"].startswith("aios run")]
-        assert runs and runs[0]["argv"][1] == f"root@{lab.hosts[h.name].address}"
-    assert not (outputs / "h1").exists()
+    fleet = json.loads((d / "fleet.json").read_text())
+    assert d.parent == outputs / "fleet" and fleet["plan"] is True and fleet["ok"] is True
+    assert [h["status"] for h in fleet["hosts"]] == ["planned"] * 3
+    for h in fleet["hosts"]:
+        runs = [c for c in h["commands"] if c["step"].startswith("aios run")]
+        assert runs and runs[0]["argv"][1] == f"root@{lab.hosts[h['name']].address}"
+        assert f"{h['name']} ({lab.hosts[h['name']].address}): planned" in r.stdout
+    n = sum(1 for h in fleet["hosts"] for c in h["commands"] if not c["skipped"])
+    assert f"plan: {n} command(s) on 3 host(s) would run; none ran" in r.stdout
+    # every command on a host was only journaled; what ran was local: Ansible reading the files
+    entries = [json.loads(e) for e in (d / "commands.jsonl").read_text().splitlines()]
+    ran = [e for e in entries if not e["planned"]]
+    assert ran and all(e["kind"] == "probe" for e in ran)
+    assert all("ansible-inventory" in e["cmdline"] or "--syntax-check" in e["cmdline"] for e in ran)
+    assert any(e["cmdline"].startswith("ssh root@") for e in entries if e["planned"])
+    assert not any((outputs / name).exists() for name in ("h1", "h2", "h3"))
 
 
 @pytest.mark.timeout(420)
-def test_two_hosts_run_the_runbook_and_a_failing_host_does_not_stop_them(lab, outputs, tmp_path):
-    from aios_lib.execute import run_fleet_report
-    from aios_lib.fleet.run import run_fleet
-
+def test_aios_fleet_run_two_hosts_and_a_failing_host_does_not_stop_them(lab, outputs, tmp_path):
     inv = lab.inventory(tmp_path / "inv.yaml", synapse={"schema_version": 1, "phases": ["01"]},
                         host_vars={"h3": {"synapse_python": "/nonexistent/bin/python3"}})
-    fr = run_fleet(inv, plan=False, quiet=True, timeout=360)
-    by = {h.name: h for h in fr.hosts}
+    r, d = _aios("fleet", "run", "--inventory", str(inv), "--timeout", "360", timeout=400)
+    (tmp_path / "aios.out").write_text(r.stdout + "\n---- stderr\n" + r.stderr)
+    # some host failed: exit 1, and the last line on stderr names it
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == "aios: 1 of 3 host(s) did not finish: h3 (failed)"
+    fleet = json.loads((d / "fleet.json").read_text())
+    assert d.parent == outputs / "fleet" and fleet["plan"] is False
+    by = {h["name"]: h for h in fleet["hosts"]}
     for name in ("h1", "h2"):
         h = by[name]
-        assert h.status == "ok", h.error
-        rec = Path(h.record)
-        assert rec.parent == outputs / name and rec.is_dir()
+        assert h["status"] == "ok", h["error"]
+        rec = Path(h["record"])
+        assert rec.parent == outputs / name and rec.name == h["run_id"] and rec.is_dir()
+        assert f"{name} ({lab.hosts[name].address}): ok -> {rec}" in r.stdout
         run = json.loads((rec / "run.json").read_text())
         assert run["ok"] and run["machine"] == name and [p["phase"] for p in run["phases"]] == ["01"]
         assert (rec / "01_research_prep.ipynb").exists() and (rec / "01_research_prep.html").exists()
@@ -106,14 +138,15 @@ def test_two_hosts_run_the_runbook_and_a_failing_host_does_not_stop_them(lab, ou
         assert any(e["cmdline"].startswith("lscpu") or "cpuinfo" in e["cmdline"]
                    for e in map(json.loads, (rec / "commands.jsonl").read_text().splitlines()))
     bad = by["h3"]
-    assert bad.status == "failed" and bad.failed_step.startswith("aios run") and "rc" in bad.error
-    assert bad.record is None
-    fleet = json.loads((fr.dir / "fleet.json").read_text())
-    assert not fleet["ok"] and {h["name"]: h["status"] for h in fleet["hosts"]} == {"h1": "ok", "h2": "ok", "h3": "failed"}
-    events = (fr.dir / "events.jsonl").read_text().splitlines()
+    assert bad["status"] == "failed" and bad["failed_step"].startswith("aios run") and "rc" in bad["error"]
+    assert bad["record"] is None
+    assert f"h3 ({lab.hosts['h3'].address}): failed" in r.stdout
+    assert not fleet["ok"] and {n: h["status"] for n, h in by.items()} == {"h1": "ok", "h2": "ok", "h3": "failed"}
+    events = (d / "events.jsonl").read_text().splitlines()
     assert any(json.loads(e)["host"] == "h3" and json.loads(e)["status"] == "failed" for e in events)
-    html = run_fleet_report(fr.dir, plan=False)
-    assert html.suffix == ".html" and "h3" in html.read_text() and "aios run" in html.read_text()
+    # the fleet report the command wrote (notebook 09) names the failure
+    html = d / "09_fleet.html"
+    assert f"report: {html}" in r.stdout and "h3" in html.read_text() and "aios run" in html.read_text()
 
 
 @pytest.fixture(scope="module")
