@@ -200,6 +200,16 @@ llama.feature_table(build, generic)
 # are not built with `-march=native`: they build one CPU backend module per microarchitecture
 # (`GGML_NATIVE=OFF`, `GGML_BACKEND_DL=ON`, `GGML_CPU_ALL_VARIANTS=ON`) and load the best one
 # for the CPU at start-up. That build of the same source is made here and verified the same way.
+#
+# A release carries 14 x86 modules and compiling them all costs about ten minutes on 2 cores, yet
+# only one is ever loaded on this CPU. Which one is not guessed: ggml's own score function
+# (`cpu-feats.cpp`) is compiled once per variant with that variant's feature macros, read from the
+# source's own variant table, and run on this CPU (its real CPUID), and the stock build gets the
+# winner plus `haswell` (x86-64-v3, which phase 5's decomposition measures). The loader then picks
+# the same module it would pick among all 14; the verification below names the module it loaded.
+# `runtime.llama.stock_variants: all` builds every module instead. Both this and the build without
+# an extension above use small pinned patches to ggml's CMake only (no code changes), listed
+# with the build.
 # When it crashes on this machine, that is not an error of this run but the comparison's first
 # finding: the stock build does not run here. The runtime workaround `--repack 0` (no extra
 # buffer types, so neither AMX nor the repacked kernels) is tried and recorded as a workaround.
@@ -211,6 +221,7 @@ else:
     stock = {"finding": "not built (runtime.llama.compare_stock is false)"}
 run.record("stock_build", stock)
 print(stock["finding"])
+print(stock.get("modules", ""))
 
 # %% [markdown]
 # ## 5. Quantisation to Q4_K_M and Q5_K_M
