@@ -234,9 +234,9 @@ def race(stage: str, cands: dict[str, Candidate], reference: tuple[str, Candidat
                 break
             kept = _kept(race_, alive, space, band)
             if all(_indifferent(race_.paired(kept, lab, band, EQUIVALENT_CONF), band) for lab in alive if lab != kept):
-                race_.stop = (f"indifferent: no candidate is ahead of `{kept}` by more than the band (+-{band:.0%}) and "
-                              f"none can be by more than {INDIFFERENT_FACTOR * band:.0%} at {EQUIVALENT_CONF:.0%}; "
-                              "it is kept")
+                race_.stop = (f"indifferent: no candidate is ahead of `{kept}` by more than the band "
+                              f"(+-{band:.0%}) and none can be by more than {INDIFFERENT_FACTOR * band:.0%} at "
+                              f"{EQUIVALENT_CONF:.0%}; it is kept")
                 break
         if round_no >= max_rounds:
             race_.stop = f"maximum of {max_rounds} rounds"
@@ -281,6 +281,7 @@ def coordinate_search(space: Sequence[Axis], measure: Measure, *, band: float, m
     last_raced: dict[int, int] = {}  # axis -> index of its last race
     last_change: dict[int, int] = {}  # axis -> index of the race that last changed it
     since_ref = 0
+    changed = False
     for sweep in range(sweeps):
         changed = False
         for a, ax in enumerate(space):
@@ -307,7 +308,15 @@ def coordinate_search(space: Sequence[Axis], measure: Measure, *, band: float, m
                 last_change[a] = len(races) - 1
         if not changed:
             break
-    return {"winner": current, "label": label_of(space, current), "races": races}
+    if not races:
+        stop = "nothing to search"
+    elif deadline is not None and clock() >= deadline:
+        stop = "budget ended"
+    elif changed:
+        stop = f"the {sweeps} sweep(s) asked for are done (runtime.tune.sweeps)"
+    else:
+        stop = "a sweep changed nothing (no axis left that another changed after its race)"
+    return {"winner": current, "label": label_of(space, current), "races": races, "stop": stop}
 
 
 def search(space: Sequence[Axis], measure: Measure, *, band: float, min_rounds: int = 3, max_rounds: int = 12,
@@ -536,8 +545,7 @@ def tune(run, inp, *, say=print) -> dict:
             else:
                 res = coordinate_search(space, measure, band=band, min_rounds=tp.min_rounds, max_rounds=tp.max_rounds,
                                         sweeps=tp.sweeps, deadline=deadline, store=log.store, replay=replay)
-                rec["stop"] = ("budget ended" if time.monotonic() >= deadline else
-                               "a sweep over every axis changed nothing" if len(res["races"]) else "nothing to search")
+                rec["stop"] = res["stop"]
             rec["races"] = [r.to_dict() for r in res["races"]]
             rec["winner"] = {"label": res["label"], "candidate": list(res["winner"]),
                              "changes": changes(space, res["winner"])}
@@ -805,5 +813,5 @@ def versus_line(row: dict) -> str:
     r = row["ratio_to_optimum"]
     ci = "same configuration as the optimum" if r.get("text") == "the same configuration" else \
         f"{r['ratio']:.3f}x of the optimum [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['rounds']} paired rounds)"
-    return (f"seed {row['seed']}: chose `{row['choice']}`: {ci}; {row['invocations']} invocations, "
-            f"{row['time_share']:.0%} of the exhaustive sweep's time")
+    return (f"seed {row['seed']}: chose `{row['choice']}`: {ci}; {row['invocations']} invocations "
+            f"(warm-up, races and confirmation), {row['time_share']:.0%} of the exhaustive sweep's time")
