@@ -539,6 +539,8 @@ def tune(run, inp, *, say=print) -> dict:
             measure = bench_measure(run, space, native, model, default_t, gen=tp.gen, live=live, seed=tp.seed, say=say)
             ref = ("reference: defaults", default_candidate(space))
             rec["warm_up"] = warm_up(measure, ref, band, store=log.store, replay=replay)
+            rec["reference"] = ("llama.cpp's defaults: measured at the start (the warm-up), in every race where they "
+                                "are a candidate, and at the end (the confirmation)")
             if run.plan:
                 res = {"winner": default_candidate(space), "label": "defaults", "races": []}
                 rec["stop"] = "planned"
