@@ -224,6 +224,7 @@ def _cmd_tune(args) -> int:
     from .benchmark import inputs, tune
     from .context import open_run
     from .core.records import new_run_id, run_dir_for
+    from .execute import command_record
     from .params import load_params
 
     params = load_params(args.params)
@@ -231,9 +232,11 @@ def _cmd_tune(args) -> int:
         params.runtime.tune.budget_s = args.budget
     d = args.resume or run_dir_for(params.machine_name(), new_run_id(False, "tune"))
     run = open_run(params, run_dir=d, phase="08")
-    rec = tune.tune(run, inputs.inputs(run))
-    run.record("tune", rec)
-    run.record("findings", tune.findings(rec))
+    # run.json as `aios run` writes it: the tune run is in outputs/index.html, its outcome with it
+    with command_record(params, run.dir, "aios tune", "08"):
+        rec = tune.tune(run, inputs.inputs(run))
+        run.record("tune", rec)
+        run.record("findings", tune.findings(rec))
     print("\n".join(f"- {f}" for f in tune.findings(rec)))
     print(f"record: {run.dir}")
     return 0 if not rec.get("planned") else 1

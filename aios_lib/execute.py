@@ -230,6 +230,48 @@ def resume_run(run_dir: str | os.PathLike, kernel_name: str = "synapse", log_out
     return out
 
 
+@contextmanager
+def command_record(params: Params, run_dir: Path, command: str, phase: str):
+    """``run.json`` for a command that runs one phase's library call outside papermill (``aios tune``),
+    written as :func:`run_phases` writes it (the phase ``running`` from its start, then ``ok`` or
+    ``failed`` with its seconds), so the run is in outputs/index.html. A folder that has a run.json
+    already (``--resume``) keeps it and gets a ``resumes`` entry. Yields the metadata."""
+    from .index import write_index
+
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "run.json") or {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    if meta:
+        for k in ("finished", "ok"):
+            meta.pop(k, None)
+        meta.setdefault("resumes", []).append({"time": started, "command": command, **synapse_commit(run_dir)})
+    else:
+        meta = {"run_id": run_dir.name, "machine": params.machine_name(), "plan": False, "command": command,
+                "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
+                "started": started, "requested": [phase], "phases": [], **synapse_commit(run_dir)}
+    earlier = [p for p in meta.get("phases") or [] if p.get("phase") != phase]
+    meta["phases"] = earlier + [PhaseOutcome(phase, "", "running", 0.0, started=started).__dict__]
+    write_json(run_dir / "run.json", meta)
+    t0 = time.time()
+    status, error = "failed", None
+    try:
+        yield meta
+        status = "ok"
+    except BaseException as exc:  # an interrupt too: the record says how it ended, the exception goes on
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        raise
+    finally:
+        meta["phases"] = earlier + [PhaseOutcome(phase, "", status, round(time.time() - t0, 1), error,
+                                                 started=started).__dict__]
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        meta["ok"] = status == "ok"
+        write_json(run_dir / "run.json", meta)
+        try:
+            write_index()
+        except Exception as exc:  # the command's own outcome stands; the index is rebuilt by the next run
+            print(f"outputs/index.html not updated: {exc}", file=sys.stderr)
+
+
 def _known(d: dict) -> dict:
     return {k: v for k, v in d.items() if k in PhaseOutcome.__dataclass_fields__}
 

@@ -69,11 +69,15 @@ def _params_file(meta: dict) -> str:
 def headline(results: dict) -> str:
     """The run's headline figure: phase 05's "Synapse vs stock" verdict (the first finding that is
     one, else the first finding), or for a record made before the proof existed its comparison's
-    token generation line; "" when the run measured nothing."""
+    token generation line, or for a tune run (phase 08 alone) its first finding (the configuration
+    it chose); "" when the run measured nothing."""
     b = results.get("05") or {}
     findings = b.get("findings") or (b.get("proof") or {}).get("findings") or []
     if findings:
         return next((f for f in findings if f.startswith("Synapse vs")), findings[0])
+    tuned = (results.get("08") or {}).get("findings") or []  # an `aios tune` run: what it chose
+    if tuned:
+        return tuned[0]
     old = b.get("three_way")
     if not old:
         return ""

@@ -5,27 +5,42 @@ Why racing and not a black-box optimiser: on these machines the spread between t
 of the same command is as large as the effects being searched for, so one number per trial (what
 Optuna's samplers model) cannot rank candidates. Racing measures candidates in rounds, paired in
 time (every candidate of a race runs once per round, in an order drawn per round), and decides from
-paired confidence intervals:
+paired ratios:
 
-* a candidate is **eliminated** when its ratio to the current best has a 95% CI entirely below 1;
+* a candidate is **eliminated** when it is *clearly worse* than the current best after 2 rounds
+  (ratio below 1 - 3 x band overall and below 1 - band in every round: a 2-round t-interval has
+  one degree of freedom and could drop nothing), or, from ``min_rounds`` on, when its ratio to the
+  best has a 99% CI entirely below 1;
 * a race **stops** when one candidate is left (the best is separated from every other), when every
-  survivor's CI against the best lies inside the equivalence band (more rounds could not change the
-  decision by more than the band: the cheapest survivor, the one closest to llama.cpp's defaults,
-  wins), or when its budget ends; the record says which;
-* a **reference** configuration (llama.cpp's defaults on the verified build) runs in the first round
-  of every race (or is one of its candidates), so drift over the whole search is visible; within a
-  race the candidates are paired with each other round by round, which cancels the drift.
+  survivor's CI against the best lies inside the equivalence band, when it is *indifferent* (no
+  survivor is ahead of the one that would be kept by more than the band and none can be by more
+  than 3 x band at 90%: further rounds cannot change the decision by much, and proving equivalence
+  within the band itself would take about ten rounds per race at this machine's noise), or when
+  its budget ends; the record says which. When it stops without a clear winner, the cheapest
+  survivor (the one closest to llama.cpp's defaults) wins;
+* the **reference** configuration (llama.cpp's defaults on the verified build) is measured at the
+  start (the warm-up runs it until consecutive invocations agree), in every race where it is a
+  candidate anyway (the first race, and each race until something beats the defaults), and at the
+  end: ``aios tune``'s confirmation races the winner against it (and stock), and :func:`search`
+  (what the benchmark times) ends with the last race when the reference was a candidate there,
+  otherwise with a short confirmation race. It no longer runs in the first round of every other
+  race: within a race the candidates are paired with each other round by round, which is what
+  cancels drift for every decision, and the extra invocation per race cost as much as the search
+  of a small space. Drift over the whole search is first vs last; ``ref_every=k`` puts the
+  reference back into a race whenever k races have passed without it, for long searches.
 
 The space is a product of axes (threads, polling, priority, load mode, CPU placement, batch size,
 KV cache type, THP mode and defrag, scheduling policy and nice, ...). The search races one axis at a
 time, the others held at the current best (coordinate racing), in the order of the parameters, and
-repeats the sweep while it still changes something and the budget lasts; a final race confirms the
-winner against the reference and records the evidence. Every trial is appended to a JSON-lines file
-in the run folder as it finishes, so an interrupted tune resumes where it stopped.
+repeats the sweep while it still changes something and the budget lasts; a later sweep races an axis
+again only if another axis changed after its last race (else it would repeat that race). Every
+trial is appended to a JSON-lines file in the run folder as it finishes, so an interrupted tune
+resumes where it stopped.
 """
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -99,9 +114,24 @@ def knobs_of(space: Sequence[Axis], cand: Candidate) -> tuple[dict[str, str], di
 #: at 5% each, i.e. a 90% interval inside the band.
 ELIMINATE_CONF = 0.99
 EQUIVALENT_CONF = 0.90
+#: "clearly worse" after CLEAR_ROUNDS rounds: the ratio to the best is below 1 - CLEAR_FACTOR x band
+#: overall AND below 1 - band in every one of those rounds. A t-interval over 2 rounds has 1 degree
+#: of freedom (its 99% quantile is 64), so it could drop nothing there; a candidate several bands
+#: behind in every paired round is not one a longer race would bring back (threads 1 of 2, THP off
+#: where THP matters), and dropping it after 2 rounds saves the race's remaining rounds.
+CLEAR_ROUNDS = 2
+CLEAR_FACTOR = 3.0
+#: "indifferent": no survivor is ahead of the one that would be kept by more than the band, and
+#: none can be ahead by more than INDIFFERENT_FACTOR x band at 90%: more rounds could change the
+#: decision only by a small amount (what the issue calls "further rounds cannot change the decision
+#: by more than the equivalence band"), while proving equivalence within the band itself takes ~10
+#: rounds when one invocation varies by 2-4% (this machine) and would be spent on axes that do not
+#: matter.
+INDIFFERENT_FACTOR = 3.0
 #: measure one round: {label: candidate} -> {label: value (t/s; higher is better)}; the order is the
 #: function's business (it gets them shuffled)
 Measure = Callable[[list[tuple[str, Candidate]], int], dict[str, float]]
+REFERENCE = "reference: defaults"
 
 
 @dataclass
@@ -110,11 +140,13 @@ class Race:
 
     stage: str
     labels: dict[str, Candidate]
-    reference: str
+    reference: str  # the reference's label when it ran in this race, else ""
     rounds: list[dict[str, float]] = field(default_factory=list)
     eliminated: dict[str, int] = field(default_factory=dict)  # label -> the round it went
     stop: str = ""
     winner: str = ""
+    incumbent: str = ""  # the candidate that was the current best when the race began
+    rules: dict[str, str] = field(default_factory=dict)  # label -> the rule that eliminated it
 
     def values(self, label: str) -> list[float]:
         return [r[label] for r in self.rounds if label in r]
@@ -127,31 +159,46 @@ class Race:
         v = self.values(label)
         return sum(v) / len(v) if v else float("nan")
 
+    def clearly_worse(self, best: str, lab: str, band: float) -> bool:
+        """``lab`` below ``best`` by more than CLEAR_FACTOR bands overall and by more than the band
+        in every paired round (at least CLEAR_ROUNDS of them)."""
+        pr = self.paired(best, lab, band)
+        if pr.rounds < CLEAR_ROUNDS or pr.ratio != pr.ratio:
+            return False
+        return pr.ratio < 1 - CLEAR_FACTOR * band and all(x < math.log(1 - band) for x in pr.log_ratios)
+
     def to_dict(self) -> dict:
         return {"stage": self.stage, "labels": {k: list(v) for k, v in self.labels.items()},
                 "reference": self.reference, "rounds": self.rounds, "eliminated": self.eliminated,
-                "stop": self.stop, "winner": self.winner}
+                "rules": self.rules, "stop": self.stop, "winner": self.winner, "incumbent": self.incumbent}
 
 
-def race(stage: str, cands: dict[str, Candidate], reference: tuple[str, Candidate], measure: Measure, *,
+def race(stage: str, cands: dict[str, Candidate], reference: tuple[str, Candidate] | None, measure: Measure, *,
          space: Sequence[Axis], band: float, min_rounds: int = 3, max_rounds: int = 12,
          deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
          store: Callable[[str, int, dict], None] | None = None,
-         replay: dict[tuple[str, int], dict] | None = None) -> Race:
-    """Race ``cands`` (the reference runs in every round too) until one is left, all survivors are
-    equivalent to the best within ``band`` (then the one with the fewest changes from the defaults
-    wins), ``max_rounds`` or ``deadline``. ``replay`` holds rounds measured before an interruption."""
-    ref_label, ref_cand = reference
-    race_ = Race(stage, dict(cands), ref_label)
+         replay: dict[tuple[str, int], dict] | None = None, incumbent: str = "") -> Race:
+    """Race ``cands`` until one is left, all survivors are equivalent to the best within ``band``
+    or indifferent (then the one with the fewest changes from the defaults wins), ``max_rounds`` or
+    ``deadline``. ``reference``, when given and not a candidate, runs in the first round too (the
+    search decides when: see :func:`coordinate_search`). A candidate clearly worse than the best is
+    dropped from round CLEAR_ROUNDS; CI-based decisions start at ``min_rounds``. ``replay`` holds
+    rounds measured before an interruption."""
+    ref_is_candidate = next((lab for lab, c in cands.items() if reference and c == reference[1]), None)
+    ref_label = ref_is_candidate or (reference[0] if reference else "")
+    race_ = Race(stage, dict(cands), ref_label, incumbent=incumbent)
     alive = list(cands)
     round_no = 0
-    ref_is_candidate = next((lab for lab, c in cands.items() if c == ref_cand), None)
+
+    def drop(lab: str, rule: str) -> None:
+        alive.remove(lab)
+        race_.eliminated[lab] = round_no
+        race_.rules[lab] = rule
+
     while True:
         todo = [(lab, cands[lab]) for lab in alive]
-        # the reference runs in each race's first round (drift across the search is seen there);
-        # within a race the candidates are paired with each other round by round
-        if round_no == 0 and ref_is_candidate is None:
-            todo.append((ref_label, ref_cand))
+        if round_no == 0 and reference and ref_is_candidate is None:
+            todo.append(reference)
         key = (stage, round_no)
         if replay and key in replay:
             values = replay[key]
@@ -164,19 +211,32 @@ def race(stage: str, cands: dict[str, Candidate], reference: tuple[str, Candidat
         if len(alive) <= 1:
             race_.stop = "one candidate"
             break
+        if round_no >= CLEAR_ROUNDS:
+            best = max(alive, key=race_.mean)
+            for lab in [x for x in alive if x != best and race_.clearly_worse(best, x, band)]:
+                drop(lab, f"clearly worse: below the best by more than {CLEAR_FACTOR:g} bands overall and by "
+                          "more than the band in every round")
         if round_no >= min_rounds:
             best = max(alive, key=race_.mean)
-            for lab in list(alive):
-                if lab != best and race_.paired(best, lab, band, ELIMINATE_CONF).ci_high < 1:
-                    alive.remove(lab)
-                    race_.eliminated[lab] = round_no
-            if len(alive) == 1:
-                race_.stop = "separated: every other candidate's CI against the best lies below 1"
-                break
+            for lab in [x for x in alive if x != best
+                        and race_.paired(best, x, band, ELIMINATE_CONF).ci_high < 1]:
+                drop(lab, f"its {ELIMINATE_CONF:.0%} CI against the best lies below 1")
+        if len(alive) == 1:
+            race_.stop = "separated: every other candidate was eliminated (clearly worse, or its CI against the " \
+                         "best lies below 1)"
+            break
+        if round_no >= min_rounds:
+            best = max(alive, key=race_.mean)
             if all(race_.paired(best, lab, band, EQUIVALENT_CONF).verdict == "equivalent"
                    for lab in alive if lab != best):
                 race_.stop = (f"the remaining candidates are equivalent to the best within +-{band:.0%}: the one "
                               "closest to the defaults is kept")
+                break
+            kept = _kept(race_, alive, space, band)
+            if all(_indifferent(race_.paired(kept, lab, band, EQUIVALENT_CONF), band) for lab in alive if lab != kept):
+                race_.stop = (f"indifferent: no candidate is ahead of `{kept}` by more than the band "
+                              f"(+-{band:.0%}) and none can be by more than {INDIFFERENT_FACTOR * band:.0%} at "
+                              f"{EQUIVALENT_CONF:.0%}; it is kept")
                 break
         if round_no >= max_rounds:
             race_.stop = f"maximum of {max_rounds} rounds"
@@ -184,26 +244,50 @@ def race(stage: str, cands: dict[str, Candidate], reference: tuple[str, Candidat
         if deadline is not None and clock() >= deadline:
             race_.stop = "budget ended"
             break
+    race_.winner = _kept(race_, alive, space, band)
+    return race_
+
+
+def _kept(race_: Race, alive: list[str], space: Sequence[Axis], band: float) -> str:
+    """Among the survivors that are not shown worse than the best, the cheapest (ties: the best mean)."""
     best = max(alive, key=race_.mean)
-    # among the survivors that are not shown worse than the best, the cheapest wins (ties: the best mean)
     tied = [lab for lab in alive
             if lab == best or race_.paired(best, lab, band, ELIMINATE_CONF).verdict in ("equivalent", "not shown")]
-    race_.winner = min(tied, key=lambda lab: (changes(space, cands[lab]), -race_.mean(lab)))
-    return race_
+    return min(tied, key=lambda lab: (changes(space, race_.labels[lab]), -race_.mean(lab)))
+
+
+def _indifferent(pr: stats.PairedRatio, band: float) -> bool:
+    """``pr`` = other / kept: the other is not ahead by more than the band, and its 90% upper bound
+    is below INDIFFERENT_FACTOR bands."""
+    return pr.rounds >= 2 and pr.ratio == pr.ratio and pr.ratio < 1 + band \
+        and pr.ci_high < 1 + INDIFFERENT_FACTOR * band
 
 
 def coordinate_search(space: Sequence[Axis], measure: Measure, *, band: float, min_rounds: int = 3,
                       max_rounds: int = 12, sweeps: int = 1, deadline: float | None = None,
-                      clock: Callable[[], float] = time.monotonic, store=None, replay=None) -> dict:
+                      clock: Callable[[], float] = time.monotonic, store=None, replay=None,
+                      ref_every: int = 0) -> dict:
     """Race each axis's levels with the other axes at the current best; repeat while a sweep changes
-    something. Returns the winner and every race."""
+    something. Returns the winner and every race.
+
+    The reference (the defaults) runs in a race only where it is a candidate anyway (always the
+    first race, and every race until something beats the defaults), or, with ``ref_every`` > 0, in
+    the first round of a race when ``ref_every`` races have passed without it. A later sweep races
+    an axis again only when another axis changed after its last race (otherwise the race would
+    repeat one already run)."""
     current = default_candidate(space)
-    ref = ("reference: defaults", default_candidate(space))
+    ref = (REFERENCE, default_candidate(space))
     races: list[Race] = []
+    last_raced: dict[int, int] = {}  # axis -> index of its last race
+    last_change: dict[int, int] = {}  # axis -> index of the race that last changed it
+    since_ref = 0
+    changed = False
     for sweep in range(sweeps):
         changed = False
         for a, ax in enumerate(space):
             if len(ax.levels) < 2:
+                continue
+            if a in last_raced and not any(i > last_raced[a] for b, i in last_change.items() if b != a):
                 continue
             if deadline is not None and clock() >= deadline:
                 break
@@ -211,16 +295,66 @@ def coordinate_search(space: Sequence[Axis], measure: Measure, *, band: float, m
             for i in range(len(ax.levels)):
                 c = current[:a] + (i,) + current[a + 1:]
                 cands[label_of(space, c)] = c
-            r = race(f"sweep {sweep + 1}: {ax.name}", cands, ref, measure, space=space, band=band,
-                     min_rounds=min_rounds, max_rounds=max_rounds, deadline=deadline, clock=clock, store=store,
-                     replay=replay)
+            with_ref = ref[1] in cands.values() or (ref_every > 0 and since_ref >= ref_every)
+            r = race(f"sweep {sweep + 1}: {ax.name}", cands, ref if with_ref else None, measure, space=space,
+                     band=band, min_rounds=min_rounds, max_rounds=max_rounds, deadline=deadline, clock=clock,
+                     store=store, replay=replay, incumbent=label_of(space, current))
+            since_ref = 0 if r.reference else since_ref + 1
             races.append(r)
+            last_raced[a] = len(races) - 1
             won = r.labels[r.winner]
             if won != current:
                 current, changed = won, True
+                last_change[a] = len(races) - 1
         if not changed:
             break
-    return {"winner": current, "label": label_of(space, current), "races": races}
+    if not races:
+        stop = "nothing to search"
+    elif deadline is not None and clock() >= deadline:
+        stop = "budget ended"
+    elif changed:
+        stop = f"the {sweeps} sweep(s) asked for are done (runtime.tune.sweeps)"
+    else:
+        stop = "a sweep changed nothing (no axis left that another changed after its race)"
+    return {"winner": current, "label": label_of(space, current), "races": races, "stop": stop}
+
+
+def search(space: Sequence[Axis], measure: Measure, *, band: float, min_rounds: int = 3, max_rounds: int = 12,
+           sweeps: int = 1, deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
+           store=None, replay=None, ref_every: int = 0) -> dict:
+    """The whole search as the benchmark times it: the reference's warm-up (its first measurement),
+    the coordinate races, and a confirmation of the winner against the reference in paired rounds
+    (its last measurement: drift over the search is first vs last). The confirmation is the last
+    race itself when the reference was a candidate there (they were paired directly); otherwise
+    the winner and the reference race for up to ``min_rounds`` rounds, and the defaults are kept
+    only if the winner is shown worse than them (each change was shown in its own race)."""
+    ref = (REFERENCE, default_candidate(space))
+    warm = warm_up(measure, ref, band, store=store, replay=replay)
+    res = coordinate_search(space, measure, band=band, min_rounds=min_rounds, max_rounds=max_rounds, sweeps=sweeps,
+                            deadline=deadline, clock=clock, store=store, replay=replay, ref_every=ref_every)
+    winner, races = res["winner"], res["races"]
+    last = races[-1] if races else None
+    if last is None:  # nothing to search: the defaults, measured by the warm-up only
+        confirm, ref_label = None, REFERENCE
+    elif last.reference and last.labels.get(last.reference) == ref[1] and winner in last.labels.values():
+        confirm, ref_label = last, last.reference
+    else:
+        label = label_of(space, winner)
+        confirm = race("confirmation", {label: winner, REFERENCE: ref[1]}, None, measure, space=space, band=band,
+                       min_rounds=min_rounds, max_rounds=max(CLEAR_ROUNDS, min_rounds), store=store,
+                       replay=replay, incumbent=label)
+        ref_label = REFERENCE
+        if label in confirm.eliminated:
+            winner = ref[1]
+    first = [v for v in warm if v == v][-1:]
+    last_ref = [v for v in confirm.values(ref_label) if v == v] if confirm else []
+    res.update(winner=winner, label=label_of(space, winner), warm_up=warm, confirm=confirm,
+               confirmed_by=("nothing searched" if confirm is None else
+                             "the last race" if confirm is last else "a confirmation race"),
+               drift={"first": first[0] if first else None,
+                      "last": sum(last_ref) / len(last_ref) if last_ref else None,
+                      "ratio": (sum(last_ref) / len(last_ref) / first[0]) if first and last_ref and first[0] else None})
+    return res
 
 
 # ---- the real measurement ---------------------------------------------------------------------------------------
@@ -352,8 +486,11 @@ def profile(space: Sequence[Axis], cand: Candidate, *, run_id: str, machine: str
 
 def warm_up(measure: Measure, reference: tuple[str, Candidate], band: float, max_runs: int = 5,
             store=None, replay=None) -> list[float]:
-    """Run the reference until two consecutive invocations agree within ``band`` (caches, page cache
-    and clocks settled), at most ``max_runs`` times."""
+    """Run the reference until two consecutive invocations agree (caches, page cache and clocks
+    settled), at most ``max_runs`` times. Agree: the last is not faster than the one before by more
+    than ``band``. A cold start makes early runs slower; a run that is no faster than its
+    predecessor says the rise is over, and requiring the two to lie within the band both ways
+    would wait on the invocation's own noise (larger than the band here), not on the warm-up."""
     vals: list[float] = []
     for i in range(max_runs):
         key = ("warm-up", i)
@@ -363,7 +500,7 @@ def warm_up(measure: Measure, reference: tuple[str, Candidate], band: float, max
         x = v.get(reference[0], float("nan"))
         vals.append(x)
         if len(vals) >= 2 and vals[-1] == vals[-1] and vals[-2] == vals[-2] and vals[-2] > 0 \
-                and abs(vals[-1] / vals[-2] - 1) <= band:
+                and vals[-1] / vals[-2] - 1 <= band:
             break
     return vals
 
@@ -402,14 +539,15 @@ def tune(run, inp, *, say=print) -> dict:
             measure = bench_measure(run, space, native, model, default_t, gen=tp.gen, live=live, seed=tp.seed, say=say)
             ref = ("reference: defaults", default_candidate(space))
             rec["warm_up"] = warm_up(measure, ref, band, store=log.store, replay=replay)
+            rec["reference"] = ("llama.cpp's defaults: measured at the start (the warm-up), in every race where they "
+                                "are a candidate, and at the end (the confirmation)")
             if run.plan:
                 res = {"winner": default_candidate(space), "label": "defaults", "races": []}
                 rec["stop"] = "planned"
             else:
                 res = coordinate_search(space, measure, band=band, min_rounds=tp.min_rounds, max_rounds=tp.max_rounds,
                                         sweeps=tp.sweeps, deadline=deadline, store=log.store, replay=replay)
-                rec["stop"] = ("budget ended" if time.monotonic() >= deadline else
-                               "a sweep over every axis changed nothing" if len(res["races"]) else "nothing to search")
+                rec["stop"] = res["stop"]
             rec["races"] = [r.to_dict() for r in res["races"]]
             rec["winner"] = {"label": res["label"], "candidate": list(res["winner"]),
                              "changes": changes(space, res["winner"])}
@@ -461,17 +599,43 @@ def _commit(run) -> str | None:
     return (r.stdout or "").strip() or None
 
 
+def _race_of(r: dict) -> Race:
+    return Race(r["stage"], {k: tuple(v) for k, v in r["labels"].items()}, r["reference"], r["rounds"],
+                r["eliminated"], r["stop"], r["winner"], r.get("incumbent", ""), r.get("rules") or {})
+
+
 def best_so_far(rec: dict) -> list[dict]:
-    """After each race: the current best's mean tg and its ratio to the reference (for the plot)."""
+    """After each race: the current best's mean tg and its ratio to the defaults with a 95% CI (for
+    the plot). The reference runs only in some races, so the ratio is chained: each race pairs its
+    winner with its incumbent (the best before it), and the defaults-to-best ratio is the product of
+    those paired ratios (log-ratios add; their variances add, Welch-Satterthwaite degrees of
+    freedom). A record made when the reference ran in every race has no incumbents: there the
+    ratio is the race's own winner against its reference."""
+    from scipy import stats as st
+
     out = []
     band = rec.get("band", stats.EQUIVALENCE_BAND)
+    log_sum, var_sum, df_den = 0.0, 0.0, 0.0
     for i, r in enumerate(rec.get("races") or []):
-        race_ = Race(r["stage"], {k: tuple(v) for k, v in r["labels"].items()}, r["reference"], r["rounds"],
-                     r["eliminated"], r["stop"], r["winner"])
-        pr = race_.paired(r["reference"], r["winner"], band)
-        out.append({"race": i + 1, "stage": r["stage"], "winner": r["winner"], "mean": race_.mean(r["winner"]),
-                    "ratio": pr.ratio, "ci_low": pr.ci_low, "ci_high": pr.ci_high, "rounds": len(r["rounds"]),
-                    "stop": r["stop"]})
+        race_ = _race_of(r)
+        row = {"race": i + 1, "stage": r["stage"], "winner": r["winner"], "mean": race_.mean(r["winner"]),
+               "rounds": len(r["rounds"]), "stop": r["stop"]}
+        if not race_.incumbent:  # an older record
+            pr = race_.paired(r["reference"], r["winner"], band)
+            out.append({**row, "ratio": pr.ratio, "ci_low": pr.ci_low, "ci_high": pr.ci_high})
+            continue
+        if race_.winner != race_.incumbent:
+            pr = race_.paired(race_.incumbent, race_.winner, band)
+            n = len(pr.log_ratios)
+            if n >= 2:
+                m = sum(pr.log_ratios) / n
+                v = sum((x - m) ** 2 for x in pr.log_ratios) / (n - 1) / n
+                log_sum, var_sum, df_den = log_sum + m, var_sum + v, df_den + v * v / (n - 1)
+            else:
+                log_sum, var_sum = float("nan"), float("nan")
+        half = float(st.t.ppf(0.975, var_sum ** 2 / df_den)) * math.sqrt(var_sum) if df_den > 0 else 0.0
+        out.append({**row, "ratio": math.exp(log_sum), "ci_low": math.exp(log_sum - half),
+                    "ci_high": math.exp(log_sum + half)})
     return out
 
 
@@ -526,8 +690,11 @@ def races_table(rec: dict):
 
     rows = []
     for r in rec.get("races") or []:
+        rules = r.get("rules") or {}
         rows.append({"race": r["stage"], "candidates": ", ".join(r["labels"]), "rounds": len(r["rounds"]),
-                     "eliminated (round)": ", ".join(f"{k} ({v})" for k, v in r["eliminated"].items()),
+                     "eliminated (round)": ", ".join(
+                         f"{k} ({v}" + (", clearly worse" if rules.get(k, "").startswith("clearly") else "") + ")"
+                         for k, v in r["eliminated"].items()),
                      "stopped because": r["stop"], "winner": r["winner"]})
     return pd.DataFrame(rows, columns=["race", "candidates", "rounds", "eliminated (round)", "stopped because",
                                        "winner"])
@@ -615,9 +782,10 @@ def versus_exhaustive(run, inp, axes: Sequence[str], *, rounds: int = 4, seeds: 
         for seed in seeds:
             counter["n"] = 0
             m = counted(bench_measure(run, space, native, model, default_t, gen=tp.gen, live=live, seed=seed, say=None))
+            # everything the tuner measures is counted and timed: the warm-up (the reference's first
+            # measurement), every race and the confirmation against the reference
             t0 = time.monotonic()
-            res = coordinate_search(space, m, band=band, min_rounds=tp.min_rounds, max_rounds=tp.max_rounds,
-                                    sweeps=tp.sweeps)
+            res = search(space, m, band=band, min_rounds=tp.min_rounds, max_rounds=tp.max_rounds, sweeps=tp.sweeps)
             t_s, t_n = time.monotonic() - t0, counter["n"]
             choice = res["label"]
             if choice == optimum:
@@ -631,7 +799,11 @@ def versus_exhaustive(run, inp, axes: Sequence[str], *, rounds: int = 4, seeds: 
                 ratio = pr.as_dict()
             row = {"seed": seed, "choice": choice, "ratio_to_optimum": ratio, "seconds": round(t_s, 1),
                    "invocations": t_n, "time_share": t_s / ex_s if ex_s else None,
-                   "invocation_share": t_n / ex_n if ex_n else None}
+                   "invocation_share": t_n / ex_n if ex_n else None,
+                   "counted": "warm-up, races and confirmation (every invocation the tuner made)",
+                   "warm_up": len(res["warm_up"]), "confirmed_by": res["confirmed_by"], "drift": res["drift"],
+                   "races": [{"stage": r.stage, "rounds": len(r.rounds), "stop": r.stop, "winner": r.winner,
+                              "eliminated": r.eliminated, "rules": r.rules} for r in res["races"]]}
             out["tuner"].append(row)
             if say:
                 say(versus_line(row))
@@ -643,5 +815,5 @@ def versus_line(row: dict) -> str:
     r = row["ratio_to_optimum"]
     ci = "same configuration as the optimum" if r.get("text") == "the same configuration" else \
         f"{r['ratio']:.3f}x of the optimum [{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['rounds']} paired rounds)"
-    return (f"seed {row['seed']}: chose `{row['choice']}`: {ci}; {row['invocations']} invocations, "
-            f"{row['time_share']:.0%} of the exhaustive sweep's time")
+    return (f"seed {row['seed']}: chose `{row['choice']}`: {ci}; {row['invocations']} invocations "
+            f"(warm-up, races and confirmation), {row['time_share']:.0%} of the exhaustive sweep's time")

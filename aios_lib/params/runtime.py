@@ -207,7 +207,7 @@ class Tune(Section):
     #: the axes searched, in order (known: threads, poll, prio, load, placement, thp, sched, ubatch,
     #: kv_q8, numa); an axis this binary or host cannot apply is listed with the reason and skipped
     axes: list[str] = ["threads", "poll", "prio", "load", "placement", "thp", "sched"]
-    #: rounds of a race before elimination starts, and at most
+    #: rounds of a race before its CI-based decisions start (a clearly worse candidate goes after 2), and at most
     min_rounds: int = Field(3, ge=2, le=50)
     max_rounds: int = Field(10, ge=2, le=100)
     #: passes over every axis (a pass that changes nothing ends the search)

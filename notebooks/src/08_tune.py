@@ -8,14 +8,20 @@
 #
 # - **Racing, not one number per trial.** On a small machine two invocations of the same command
 #   differ as much as the effects searched for, so candidates race: they run in rounds, paired in
-#   time, and a candidate is eliminated only when its ratio to the best has a CI entirely below 1.
-#   A race ends when one candidate is left, when every survivor is equivalent to the best within
-#   the band (the one closest to llama.cpp's defaults wins: a change must earn its place), or when
-#   the budget ends. The record says which, for every race.
+#   time. A candidate is eliminated when it is clearly worse than the best after two rounds (behind
+#   by more than three bands overall and by more than the band in every round), or later when its
+#   ratio to the best has a CI entirely below 1. A race ends when one candidate is left, when every
+#   survivor is equivalent to the best within the band, when it is indifferent (no survivor is
+#   ahead of the one kept by more than the band, and none can be by more than three bands: more
+#   rounds could not change the decision by much), or when the budget ends; without a clear winner
+#   the one closest to llama.cpp's defaults wins (a change must earn its place). The record says
+#   why each race stopped and by which rule each candidate went.
 # - **One axis at a time** (coordinate racing): each axis's levels race with the others held at the
 #   current best, in the order of `runtime.tune.axes`, repeated while a pass changes something
-#   (`runtime.tune.sweeps`). The reference, llama.cpp's defaults on the verified build, runs in
-#   every race, so drift over the search is visible.
+#   (`runtime.tune.sweeps`; an axis is raced again only if another axis changed after its race).
+#   The reference, llama.cpp's defaults on the verified build, is measured at the start (the
+#   warm-up), in every race where it is a candidate, and at the end (the confirmation), so drift
+#   over the search is first against last; within a race, pairing cancels it.
 # - **Confirmed, then deployed.** The winner races the defaults (and stock, where it runs) until its
 #   ratio is known to the target precision or the time is up; the result is written as a tuned
 #   profile (`tuned-profile.yaml` in this run's folder) with that evidence. A parameter file that
@@ -73,8 +79,9 @@ tune.races_table(result)
 # %% [markdown]
 # ## Trials over time and the best so far
 #
-# Every invocation's token generation in the order it ran (the reference marked), and after each
-# race the current best's ratio to the reference with its 95% CI.
+# Every invocation's token generation in the order it ran (the reference marked where it ran), and
+# after each race the current best's ratio to the defaults with its 95% CI: each race pairs its
+# winner with the best before it, and the ratios chain back to the defaults.
 
 # %%
 tune.trials_plot(result)
