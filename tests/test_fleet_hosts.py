@@ -179,6 +179,8 @@ def test_a_replica_killed_mid_load_every_request_is_counted(lab, replicas, tmp_p
     # only what was in flight on the dead replica may fail (at most its slots); everything else completes
     assert c["failed"] <= replicas[1].slots, res["failed"]
     assert all(f["replica"] in ("h2", None) for f in res["failed"])
+    # and each failed request was one in flight on the victim when it was killed
+    assert {f["i"] for f in res["failed"] if f["replica"] == "h2"} <= set(res["in_flight_on_victim"]), res
     assert set(res["by_replica"]) <= {"h1", "h2", "(no response)"} and res["by_replica"]["h1"]["failed"] == 0
     assert sum(v["ok"] for v in res["by_replica"].values()) == c["ok"]
     # the balancer stopped sending to it within its health-check budget, and never after

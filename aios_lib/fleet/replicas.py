@@ -130,11 +130,13 @@ def kill_test(runner, d: str | Path, replicas: list[Replica], victim: str, *, re
         def during(reqs: list[Request], t0: float) -> list[dict]:
             while sum(r.outcome == "ok" for r in reqs) < kill_after_ok and time.monotonic() - t0 < deadline_s:
                 time.sleep(0.02)
-            in_flight = [r.i for r in reqs if r.t_sent is not None and r.t_done is None and r.replica == victim]
+            # which replica a request is on is known only once its response headers arrive (with its
+            # first token): the requests in flight now are kept, and those on the victim found after
+            in_flight = [r.i for r in reqs if r.t_sent is not None and r.t_done is None]
             st = lb.stats().get(victim, {})
             t_kill = target.kill(runner)
             events = [{"event": "killed", "replica": victim, "at_s": round(t_kill - t0, 3),
-                       "in_flight_on_victim": in_flight, "sessions_now": st.get("scur")}]
+                       "in_flight": in_flight, "sessions_now": st.get("scur")}]
             while time.monotonic() - t_kill < 30:
                 st = lb.stats().get(victim, {})
                 if str(st.get("status", "")).startswith("DOWN"):
@@ -155,7 +157,8 @@ def kill_test(runner, d: str | Path, replicas: list[Replica], victim: str, *, re
     return {
         "requests": requests, "concurrency": concurrency, "n_predict": n_predict, "victim": victim,
         "counts": c, "by_replica": res.by_replica(), "events": res.events,
-        "in_flight_on_victim": killed.get("in_flight_on_victim", []),
+        "in_flight_on_victim": [r.i for r in res.results if r.i in set(killed.get("in_flight", []))
+                                and r.replica == victim],
         "failed": [{"i": r.i, "replica": r.replica, "tokens": r.tokens, "error": r.error} for r in failed],
         "retries": sum(int(v.get("wretr") or 0) for k, v in after.items() if k != "BACKEND")
         - sum(int(v.get("wretr") or 0) for k, v in before.items() if k != "BACKEND"),
