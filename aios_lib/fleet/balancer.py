@@ -161,7 +161,10 @@ class Balancer:
         return parse_stats(b"".join(chunks).decode())
 
     def stop(self):
-        return self.proc.stop() if self.proc is not None else None
+        out = self.proc.stop() if self.proc is not None else None
+        # HAProxy leaves its stats socket behind; a socket in a run folder is no record (git cannot keep it)
+        self.socket.unlink(missing_ok=True)
+        return out
 
     def __enter__(self) -> "Balancer":
         try:
