@@ -94,3 +94,7 @@ def test_the_scores_on_this_cpu_agree_with_what_the_kernel_says_it_has(make_run)
     assert names[0] == top and names[-1] == "haswell" and scores[top] == max(scores.values())
     if {"amx_int8", "amx_tile"} <= flags and scores["sapphirerapids"] > 0:
         assert top == "sapphirerapids"
+    # once the probes are compiled, plan mode scores too (a read-only probe): the plan names the same build
+    plan = make_run(plan=True)
+    assert cpu_variants.stock_variants(plan, src, llama.compiler_version(plan),
+                                       llama.source_identity(plan.params.runtime.llama.source))[0] == names

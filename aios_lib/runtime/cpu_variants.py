@@ -96,8 +96,8 @@ def stock_variants(run, src: Path, compiler: str, source: dict) -> tuple[list[st
 
     The best-scoring module plus x86-64-v3; in plan mode the scores are not known yet."""
     probes = probe_libraries(run, src, compiler, source)
-    if run.plan:
-        return [PLANNED_BEST, X86_64_V3], {}
+    if run.plan and not (probes and all(p.exists() for p in probes)):
+        return [PLANNED_BEST, X86_64_V3], {}  # the probes are not compiled yet: scored when the run is real
     scores = gather(run.runner, scores_fact(probes))
     if not scores:
         raise RuntimeError(f"no CPU variant of {src} could be scored on this machine (see the journal); set "
