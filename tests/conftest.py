@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,22 @@ def smollm2(tmp_path_factory):
     from aios_lib.runtime import model
 
     return model.provision(_phase4_run(tmp_path_factory, "smollm2"))
+
+
+#: the kernel's THP switch, which the live-settings tests change and put back
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.fixture
+def thp_writable() -> Path:
+    """THP can be changed here. The suite runs as root (the README's commands, like the disk-image and
+    fleet tests), on a kernel with transparent huge pages (every Debian and Ubuntu kernel): where
+    that is not so the test fails and says why, it does not pass unseen."""
+    if os.geteuid() != 0:
+        pytest.fail("changing transparent huge pages needs root: run `make test` as root, as the README says",
+                    pytrace=False)
+    if not THP_ENABLED.exists():
+        pytest.fail(f"{THP_ENABLED} is missing: this kernel has no transparent huge pages, which Synapse's "
+                    "live settings change; run the suite on a kernel built with CONFIG_TRANSPARENT_HUGEPAGE",
+                    pytrace=False)
+    return THP_ENABLED

@@ -29,12 +29,15 @@ CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-if not (CHROMIUM and DRIVER):
-    if os.geteuid() == 0 and shutil.which("apt-get"):  # scripts/setup.sh installs both here: setup is broken
-        pytest.fail("chromium or chromedriver missing although `make setup` (scripts/setup.sh) installs Debian's "
-                    "chromium and chromium-driver when run as root: run `make setup`", pytrace=False)
-    pytest.skip("no chromium + chromedriver, and this user cannot install them: `make setup` as root on Debian or "
-                "Ubuntu installs chromium and chromium-driver (scripts/setup.sh)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _browser_installed():
+    """scripts/setup.sh installs both (as root, as the README's commands run): missing is a failure."""
+    if not (CHROMIUM and DRIVER):
+        pytest.fail("chromium or chromedriver is missing: `make setup` as root on Debian or Ubuntu installs "
+                    "Debian's chromium and chromium-driver (scripts/setup.sh)", pytrace=False)
+
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402

@@ -2,7 +2,6 @@
 (normal end, an exception in the middle of an experiment, SIGTERM, and after SIGKILL from the
 ledger). Real sysfs writes of transparent huge pages: needs root and a kernel with THP."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,8 +14,7 @@ from aios_lib.core.runner import CommandFailed
 from aios_lib.settings import live
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-needs_thp = pytest.mark.skipif(os.geteuid() != 0 or not THP.exists(),
-                               reason="changing transparent huge pages needs root and a kernel with THP")
+needs_thp = pytest.mark.usefixtures("thp_writable")  # root and a kernel with THP, or the test fails saying so
 
 
 def _thp() -> str:

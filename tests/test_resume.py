@@ -376,7 +376,7 @@ def test_restoring_a_cached_image_removes_its_manifests_first(tmp_path, monkeypa
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not THP.exists(), reason="needs root and a kernel with THP")
+@pytest.mark.usefixtures("thp_writable")
 def test_recover_restores_live_settings_a_killed_measurement_left(make_run, tmp_path):
     from aios_lib.settings import live
 
@@ -411,7 +411,7 @@ with live.LiveState(run, settings={{"thp": live.KNOWN["thp"]}}, ledger=Path(sys.
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not THP.exists(), reason="needs root and a kernel with THP")
+@pytest.mark.usefixtures("thp_writable")
 def test_a_measurement_killed_with_its_settings_changed_is_put_back_by_the_next_run(make_run, tmp_path):
     """The benchmark's way of changing the host (LiveState), SIGKILLed at a random point of its
     measurement: nothing restores the setting then; the next run's recover() does, from the ledger."""
