@@ -161,6 +161,14 @@ def _environment(**values: str):
                 os.environ[k] = v
 
 
+def new_run_meta(params: Params, run_dir: Path, plan: bool, requested: list[str], started: str | None = None) -> dict:
+    """The ``run.json`` a run folder starts with (``aios run`` and the commands of :func:`command_record`)."""
+    return {"run_id": run_dir.name, "machine": params.machine_name(), "plan": plan,
+            "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
+            "started": started or time.strftime("%Y-%m-%dT%H:%M:%S"), "requested": requested, "phases": [],
+            **synapse_commit(run_dir)}
+
+
 def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, plan: bool = False,
                label: str = "", kernel_name: str = "synapse", log_output: bool = True) -> RunOutcome:
     """Run ``phases`` (default: the parameters' list) into a new run folder, in order, stopping at
@@ -172,10 +180,7 @@ def run_phases(params_file: str | os.PathLike, phases: list[str] | None = None, 
     run_id = new_run_id(plan, label)
     run_dir = run_dir_for(params.machine_name(), run_id)
     hold_run_folder(run_dir)
-    meta = {"run_id": run_id, "machine": params.machine_name(), "plan": plan,
-            "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "requested": list(wanted), "phases": [],
-            **synapse_commit(run_dir)}
+    meta = new_run_meta(params, run_dir, plan, list(wanted))
     write_json(run_dir / "run.json", meta)
     found = _recover(params, run_dir, plan)
     if found:
@@ -246,9 +251,7 @@ def command_record(params: Params, run_dir: Path, command: str, phase: str):
             meta.pop(k, None)
         meta.setdefault("resumes", []).append({"time": started, "command": command, **synapse_commit(run_dir)})
     else:
-        meta = {"run_id": run_dir.name, "machine": params.machine_name(), "plan": False, "command": command,
-                "params_file": str(params.source_file), "params": params.model_dump(mode="json"),
-                "started": started, "requested": [phase], "phases": [], **synapse_commit(run_dir)}
+        meta = {**new_run_meta(params, run_dir, False, [phase], started), "command": command}
     earlier = [p for p in meta.get("phases") or [] if p.get("phase") != phase]
     meta["phases"] = earlier + [PhaseOutcome(phase, "", "running", 0.0, started=started).__dict__]
     write_json(run_dir / "run.json", meta)
