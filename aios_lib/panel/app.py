@@ -28,6 +28,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Sparkline, Static
 
 from .metrics import format_bytes, format_rate
@@ -407,6 +408,12 @@ class PanelApp(App):
         self.query_one(wid, Static).update(text)
 
     def _render(self) -> None:
+        try:
+            self._draw()
+        except NoMatches:  # a poll that ended while the screen starts or shuts down: nothing to draw on
+            pass
+
+    def _draw(self) -> None:
         st = self.state
         self._show("#status", render_status(st, self.interval, self.paused, self.url))
         self._show("#model", render_model(st))
